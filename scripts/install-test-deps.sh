@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the system programs the test suite starts for real (redis-server), if missing.
+# Uses apt-get when run as root (CI and these machines); otherwise says what to install.
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+  echo "The tests need: ${need[*]} (e.g. sudo apt-get install ${need[*]})" >&2
+  [ "${CI:-}" = "true" ] && exit 1
+fi

@@ -1,0 +1,3 @@
+from denis.cli import main
+
+main()

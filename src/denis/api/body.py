@@ -1,0 +1,76 @@
+"""Parsing a chat message, the same for HTTP bodies and WebSocket frames.
+
+Hostile input is refused with its error code and nothing half-done: too many bytes → 413
+``too_large`` (counted while streaming, so a huge body is never held in memory), not JSON,
+invalid UTF-8, too deeply nested, wrong types or empty text → 422 ``invalid_input``, text over
+the limit → 413 ``too_large``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect, Request
+
+from denis.errors import DeadlineExceededError, InvalidInputError, TooLargeError
+from denis.resilience import Deadline
+
+__all__ = ["ChatMessage", "parse_chat_message", "parse_json", "read_body"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    text: str
+    session_id: str | None = Field(default=None, max_length=128, pattern=r"^[\w.:-]+$")
+    lang: Literal["en", "es"] | None = None
+
+
+async def read_body(request: Request, max_bytes: int, deadline: Deadline) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise TooLargeError(f"the body must be at most {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(deadline.remaining_s()):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TooLargeError(f"the body must be at most {max_bytes} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise DeadlineExceededError(
+            "the request body took too long to arrive", retry_after_s=1
+        ) from exc
+    except ClientDisconnect as exc:
+        raise InvalidInputError("the client went away before sending the whole body") from exc
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError("the body is not valid UTF-8") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidInputError("the body is not valid JSON") from exc
+
+
+def parse_chat_message(data: Any, max_text_chars: int) -> ChatMessage:
+    if not isinstance(data, dict):
+        raise InvalidInputError('expected a JSON object like {"text": "..."}')
+    text = data.get("text")
+    if isinstance(text, str) and len(text) > max_text_chars:
+        raise TooLargeError(f"text must be at most {max_text_chars} characters")
+    try:
+        message = ChatMessage.model_validate(data)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+        raise InvalidInputError(f"invalid field(s): {', '.join(fields)}") from exc
+    if not message.text.strip():
+        raise InvalidInputError("text must not be empty")
+    return message

@@ -1,0 +1,53 @@
+"""Builds the FastAPI application around services opened by ``denis.app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from denis.api import chat, ops, websocket
+from denis.api.errors import install_error_handlers
+from denis.api.services import Services
+from denis.api.trace import TraceMiddleware
+
+__all__ = ["build_api"]
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+def build_api(open_services: Callable[[], AbstractAsyncContextManager[Services]]) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services() as services:
+            app.state.services = services
+            try:
+                yield
+            finally:
+                app.state.services = None
+
+    app = FastAPI(
+        title="Denis",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.services = None
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(websocket.router)
+    app.include_router(ops.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.add_middleware(TraceMiddleware)
+    return app

@@ -1,0 +1,75 @@
+"""The outermost middleware: a trace id per request, security headers, and containment.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) so it also wraps WebSockets and streams nothing twice.
+It is the only place that catches a bare ``Exception``: the error becomes one log line (type
+and where, no traceback) and a 503 ``unavailable`` body if nothing was sent yet. Starlette's
+own 500 handler would log a traceback per request and re-raise.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import traceback
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from denis.api.errors import unexpected_response
+from denis.resilience.logs import bind_trace_id, new_trace_id
+
+__all__ = ["TraceMiddleware", "current_trace_id"]
+
+_log = structlog.get_logger("denis.api")
+_trace_id: contextvars.ContextVar[str] = contextvars.ContextVar("denis_trace_id", default="")
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cache-control", b"no-store"),
+]
+
+
+def current_trace_id() -> str:
+    return _trace_id.get() or new_trace_id()
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
+
+
+class TraceMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        trace_id = new_trace_id()
+        token = _trace_id.set(trace_id)
+        bind_trace_id(trace_id)
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-trace-id", trace_id.encode()))
+                headers.extend(SECURITY_HEADERS)
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:  # noqa: BLE001 - the one outermost catch-all
+            _log.error("api.unexpected_error", error=type(exc).__name__, where=_where(exc))
+            if scope["type"] == "http" and not started:
+                await unexpected_response()(scope, receive, send_with_headers)
+        finally:
+            _trace_id.reset(token)

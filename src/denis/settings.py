@@ -1,0 +1,132 @@
+"""Denis's configuration, read once from ``DENIS_*`` environment variables.
+
+``Settings`` is built in ``main()`` only; each zone receives just its slice (``settings.sync``,
+``settings.api``, ...). Every timeout, TTL and threshold has a finite default: "wait forever" is
+never a valid setting. Unset URLs mean the embedded default (for Redis: in-memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ApiSettings", "BreakerSettings", "Settings", "SyncSettings"]
+
+_RATE_UNITS = ("second", "minute", "hour", "day")
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    failure_threshold: int
+    cooldown_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """The sync plane's slice: rate limits, budget, Redis, gates, responder."""
+
+    data_dir: Path
+    redis_url: str | None
+    redis_timeout_s: float
+    redis_breaker: BreakerSettings
+    rate_limit_user: str
+    rate_limit_client: str
+    memory_limiter_max_keys: int
+    budget_tokens_per_day: int
+    budget_reply_reserve_tokens: int
+    responder_breaker: BreakerSettings
+    responder_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The HTTP/WebSocket edge's slice."""
+
+    host: str
+    port: int
+    data_dir: Path
+    chat_timeout_s: float
+    max_body_bytes: int
+    max_text_chars: int
+    ws_max_frame_bytes: int
+    ws_auth_timeout_s: float
+
+
+class Settings(BaseSettings):
+    """All of Denis's settings; environment variable = ``DENIS_`` + field name in capitals."""
+
+    model_config = SettingsConfigDict(env_prefix="DENIS_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8084, ge=1, le=65535)
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "denis")
+
+    redis_url: str | None = None
+    redis_timeout_s: float = Field(default=0.1, gt=0, le=5)
+    redis_breaker_threshold: int = Field(default=3, ge=1, le=100)
+    redis_breaker_cooldown_s: float = Field(default=5.0, gt=0, le=600)
+
+    rate_limit_user: str = "30/minute"
+    rate_limit_client: str = "120/minute"
+    memory_limiter_max_keys: int = Field(default=100_000, ge=100)
+    budget_tokens_per_day: int = Field(default=200_000, ge=1)
+    budget_reply_reserve_tokens: int = Field(default=64, ge=0)
+
+    chat_timeout_s: float = Field(default=15.0, gt=0, le=600)
+    responder_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    responder_breaker_threshold: int = Field(default=5, ge=1, le=100)
+    responder_breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600)
+
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_text_chars: int = Field(default=4000, ge=1)
+    ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
+    ws_auth_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("rate_limit_user", "rate_limit_client")
+    @classmethod
+    def _rate_is_n_per_unit(cls, value: str) -> str:
+        count, _, unit = value.partition("/")
+        if not count.strip().isdigit() or int(count) < 1 or unit.strip() not in _RATE_UNITS:
+            raise ValueError(f"expected N/unit with unit one of {_RATE_UNITS}, got {value!r}")
+        return value
+
+    @property
+    def sync(self) -> SyncSettings:
+        return SyncSettings(
+            data_dir=self.data_dir,
+            redis_url=self.redis_url,
+            redis_timeout_s=self.redis_timeout_s,
+            redis_breaker=BreakerSettings(
+                self.redis_breaker_threshold, self.redis_breaker_cooldown_s
+            ),
+            rate_limit_user=self.rate_limit_user,
+            rate_limit_client=self.rate_limit_client,
+            memory_limiter_max_keys=self.memory_limiter_max_keys,
+            budget_tokens_per_day=self.budget_tokens_per_day,
+            budget_reply_reserve_tokens=self.budget_reply_reserve_tokens,
+            responder_breaker=BreakerSettings(
+                self.responder_breaker_threshold, self.responder_breaker_cooldown_s
+            ),
+            responder_timeout_s=self.responder_timeout_s,
+        )
+
+    @property
+    def api(self) -> ApiSettings:
+        return ApiSettings(
+            host=self.host,
+            port=self.port,
+            data_dir=self.data_dir,
+            chat_timeout_s=self.chat_timeout_s,
+            max_body_bytes=self.max_body_bytes,
+            max_text_chars=self.max_text_chars,
+            ws_max_frame_bytes=self.ws_max_frame_bytes,
+            ws_auth_timeout_s=self.ws_auth_timeout_s,
+        )

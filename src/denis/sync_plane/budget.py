@@ -1,0 +1,163 @@
+"""The budget gate: a per-user token budget per UTC day.
+
+Tokens are reserved before the work (the text in plus an estimate of the reply) and settled
+after it with the real count, each in one atomic step (a Lua script on Redis; a single
+synchronous step on the event loop in memory), so concurrent requests cannot overspend. Redis
+first, in-memory (bounded, per process) while Redis is bad; a reservation is settled on the
+store that made it, or left at its estimate if that store is gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from cachetools import TTLCache
+from redis.asyncio import Redis
+
+from denis.errors import BudgetExceededError
+from denis.resilience import Clock, Deadline, Signal, Signals
+from denis.sync_plane.constants import BUDGET_KEY_TTL_S, BUDGET_PREFIX
+from denis.sync_plane.redis_link import MISSING, RedisLink
+
+__all__ = [
+    "BudgetGate",
+    "BudgetStore",
+    "MemoryBudgetStore",
+    "RedisBudgetStore",
+    "Reservation",
+    "count_tokens",
+]
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+_RESERVE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local want = tonumber(ARGV[1])
+if used + want > tonumber(ARGV[2]) then return {0, used} end
+used = redis.call('INCRBY', KEYS[1], want)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, used}
+"""
+_ADJUST = """
+local used = redis.call('INCRBY', KEYS[1], ARGV[1])
+if used < 0 then redis.call('SET', KEYS[1], 0) used = 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return used
+"""
+
+
+def count_tokens(text: str) -> int:
+    """Approximate LLM tokens: words and punctuation marks (a later LLM reports its own)."""
+    return len(_TOKEN.findall(text))
+
+
+class BudgetStore(Protocol):
+    async def reserve(self, key: str, tokens: int, limit: int) -> tuple[bool, int]:
+        """Add ``tokens`` if the total stays within ``limit``; (granted, total after)."""
+        ...
+
+    async def adjust(self, key: str, delta: int) -> int: ...
+
+
+class RedisBudgetStore:
+    def __init__(self, client: Redis) -> None:
+        self._reserve = client.register_script(_RESERVE)
+        self._adjust = client.register_script(_ADJUST)
+
+    async def reserve(self, key: str, tokens: int, limit: int) -> tuple[bool, int]:
+        granted, used = await self._reserve(
+            keys=[f"{BUDGET_PREFIX}:{key}"], args=[tokens, limit, BUDGET_KEY_TTL_S]
+        )
+        return bool(granted), int(used)
+
+    async def adjust(self, key: str, delta: int) -> int:
+        return int(
+            await self._adjust(keys=[f"{BUDGET_PREFIX}:{key}"], args=[delta, BUDGET_KEY_TTL_S])
+        )
+
+
+class MemoryBudgetStore:
+    def __init__(self, *, max_keys: int, clock: Clock) -> None:
+        self._used: TTLCache[str, int] = TTLCache(
+            maxsize=max_keys, ttl=BUDGET_KEY_TTL_S, timer=clock.now_s
+        )
+
+    async def reserve(self, key: str, tokens: int, limit: int) -> tuple[bool, int]:
+        used = self._used.get(key, 0)
+        if used + tokens > limit:
+            return False, used
+        self._used[key] = used + tokens
+        return True, used + tokens
+
+    async def adjust(self, key: str, delta: int) -> int:
+        used = max(0, self._used.get(key, 0) + delta)
+        self._used[key] = used
+        return used
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    key: str
+    tokens: int
+    backend: Literal["redis", "memory"]
+
+
+def _utc_day() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+
+
+class BudgetGate:
+    def __init__(  # noqa: PLR0913 - the gate's wiring is explicit on purpose
+        self,
+        *,
+        memory: MemoryBudgetStore,
+        redis: RedisBudgetStore | None,
+        link: RedisLink | None,
+        tokens_per_day: int,
+        reply_reserve_tokens: int,
+        signals: Signals,
+    ) -> None:
+        self._memory = memory
+        self._redis = redis
+        self._link = link
+        self._limit = tokens_per_day
+        self._reply_reserve = reply_reserve_tokens
+        self._signals = signals
+
+    async def reserve(self, user: str, text: str, deadline: Deadline) -> Reservation:
+        key = f"{user}:{_utc_day()}"
+        tokens = count_tokens(text) + self._reply_reserve
+        if self._redis is not None and self._link is not None:
+            redis = self._redis
+            result = await self._link.attempt(
+                lambda: redis.reserve(key, tokens, self._limit), deadline
+            )
+            if result is not MISSING:
+                return self._admit(result, Reservation(key, tokens, "redis"))
+        result = await self._memory.reserve(key, tokens, self._limit)
+        return self._admit(result, Reservation(key, tokens, "memory"))
+
+    async def settle(
+        self, reservation: Reservation, actual_tokens: int, deadline: Deadline
+    ) -> None:
+        delta = actual_tokens - reservation.tokens
+        if delta == 0:
+            return
+        if reservation.backend == "memory":
+            await self._memory.adjust(reservation.key, delta)
+        elif self._redis is not None and self._link is not None:
+            redis = self._redis
+            await self._link.attempt(lambda: redis.adjust(reservation.key, delta), deadline)
+
+    def _admit(self, result: tuple[bool, int], reservation: Reservation) -> Reservation:
+        granted, used = result
+        if granted:
+            return reservation
+        self._signals.emit(Signal.GATE_BUDGET_EXCEEDED, used=used, limit=self._limit)
+        raise BudgetExceededError(
+            f"today's budget of {self._limit} tokens is used up ({used} used); "
+            "it resets at 00:00 UTC"
+        )

@@ -1,0 +1,117 @@
+"""Builds the sync plane from its settings slice: the one constructor ``app.py`` calls."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from denis.resilience import CircuitBreaker, Clock, HealthBoard, Signals, ZoneStatus
+from denis.settings import SyncSettings
+from denis.sync_plane.auth import TokenStore
+from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore, RedisBudgetStore
+from denis.sync_plane.injection import InjectionDetector, InjectionGate, RuleInjectionDetector
+from denis.sync_plane.limiter import (
+    FailoverRateLimiter,
+    MemoryRateLimiter,
+    RateRule,
+    RedisRateLimiter,
+)
+from denis.sync_plane.pipeline import SYNC_ZONE, ChatPipeline, RateRules
+from denis.sync_plane.redis_link import RedisLink, make_redis_pool
+from denis.sync_plane.responder import BasicResponder, Responder
+
+__all__ = ["SyncPlane", "open_sync_plane"]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPlane:
+    pipeline: ChatPipeline
+    tokens: TokenStore
+    injection: InjectionGate
+    link: RedisLink | None
+    responder_breaker: CircuitBreaker
+
+    def status(self) -> ZoneStatus:
+        on_memory = self.link is not None and self.link.degraded
+        responder_down = self.responder_breaker.state != "closed"
+        details = {
+            "rate_limiter": "redis" if self.link is not None and not on_memory else "memory",
+            "responder": "fallback" if responder_down else "normal",
+        }
+        mode = "fallback" if on_memory or responder_down else "normal"
+        return ZoneStatus(mode, details)
+
+
+@asynccontextmanager
+async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
+    settings: SyncSettings,
+    *,
+    signals: Signals,
+    health: HealthBoard,
+    clock: Clock,
+    responder: Responder | None = None,
+    detector: InjectionDetector | None = None,
+) -> AsyncIterator[SyncPlane]:
+    link: RedisLink | None = None
+    redis_limiter: RedisRateLimiter | None = None
+    redis_budget: RedisBudgetStore | None = None
+    if settings.redis_url:
+        pool = make_redis_pool(settings.redis_url, settings.redis_timeout_s)
+        breaker = CircuitBreaker(
+            "redis",
+            failure_threshold=settings.redis_breaker.failure_threshold,
+            cooldown_s=settings.redis_breaker.cooldown_s,
+            clock=clock,
+        )
+        link = RedisLink(
+            pool,
+            timeout_s=settings.redis_timeout_s,
+            breaker=health.add_breaker(breaker),
+            signals=signals,
+        )
+        redis_limiter = RedisRateLimiter(pool)
+        redis_budget = RedisBudgetStore(link.client)
+    else:
+        signals.metrics.limiter_backend.set(0)
+    responder_breaker = health.add_breaker(
+        CircuitBreaker(
+            "responder",
+            failure_threshold=settings.responder_breaker.failure_threshold,
+            cooldown_s=settings.responder_breaker.cooldown_s,
+            clock=clock,
+        )
+    )
+    injection = InjectionGate(detector or RuleInjectionDetector(), signals)
+    pipeline = ChatPipeline(
+        limiter=FailoverRateLimiter(
+            MemoryRateLimiter(max_keys=settings.memory_limiter_max_keys, clock=clock),
+            redis_limiter,
+            link,
+        ),
+        rules=RateRules(
+            user=RateRule.parse("user", settings.rate_limit_user),
+            client=RateRule.parse("client", settings.rate_limit_client),
+        ),
+        budget=BudgetGate(
+            memory=MemoryBudgetStore(max_keys=settings.memory_limiter_max_keys, clock=clock),
+            redis=redis_budget,
+            link=link,
+            tokens_per_day=settings.budget_tokens_per_day,
+            reply_reserve_tokens=settings.budget_reply_reserve_tokens,
+            signals=signals,
+        ),
+        injection=injection,
+        responder=responder or BasicResponder(),
+        responder_breaker=responder_breaker,
+        responder_timeout_s=settings.responder_timeout_s,
+        signals=signals,
+        redis_configured=link is not None,
+    )
+    plane = SyncPlane(pipeline, TokenStore(settings.data_dir), injection, link, responder_breaker)
+    health.add_zone(SYNC_ZONE, plane.status)
+    try:
+        yield plane
+    finally:
+        if link is not None:
+            await link.aclose()

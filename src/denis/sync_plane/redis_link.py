@@ -1,0 +1,110 @@
+"""The sync plane's one link to Redis: short timeouts, no retries, a breaker, one signal.
+
+redis-py retries a timed-out command by default, so a hung (SIGSTOPped) Redis took 26 s to
+raise with ``socket_timeout=2``; with ``retry=Retry(NoBackoff(), 0)`` and our own timeout around
+every call, a hung Redis costs at most ``timeout_s``, and once the breaker is open nothing waits
+on it at all. ``attempt`` returns ``MISSING`` instead of raising, so callers fall back in-line.
+
+The mode lives here: the first failed call enters fallback (``rate_limit.redis_down``, counted
+once per outage), the first successful call after it leaves fallback (one log line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from denis.resilience import CircuitBreaker, Deadline, Signal, Signals
+
+__all__ = ["MISSING", "Missing", "RedisLink", "make_redis_pool"]
+
+T = TypeVar("T")
+_log = structlog.get_logger("denis.sync_plane")
+
+
+class Missing(enum.Enum):
+    MISSING = enum.auto()
+
+
+MISSING = Missing.MISSING
+
+
+def make_redis_pool(url: str, timeout_s: float) -> ConnectionPool:
+    return ConnectionPool.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        max_connections=256,
+    )
+
+
+class RedisLink:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        timeout_s: float,
+        breaker: CircuitBreaker,
+        signals: Signals,
+    ) -> None:
+        self.pool = pool
+        self.client = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        self.timeout_s = timeout_s
+        self.breaker = breaker
+        self._signals = signals
+        self._degraded = False
+        signals.metrics.limiter_backend.set(1)
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    async def attempt(self, op: Callable[[], Awaitable[T]], deadline: Deadline) -> T | Missing:
+        """Run one Redis operation, or give ``MISSING`` at once if Redis is known bad."""
+        permit = self.breaker.try_acquire()
+        if permit is None:
+            return MISSING
+        try:
+            async with asyncio.timeout(deadline.timeout_s(self.timeout_s)):
+                result = await op()
+        except asyncio.CancelledError:
+            self.breaker.release(permit)
+            raise
+        except Exception as exc:  # noqa: BLE001 - any Redis failure means: use the fallback
+            self.breaker.record_failure(permit)
+            self._enter_fallback(exc)
+            return MISSING
+        self.breaker.record_success(permit)
+        self._leave_fallback()
+        return result
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.pool.disconnect()
+
+    def _enter_fallback(self, exc: Exception) -> None:
+        if self._degraded:
+            return
+        self._degraded = True
+        self._signals.metrics.limiter_backend.set(0)
+        self._signals.emit(
+            Signal.RATE_LIMIT_REDIS_DOWN, error=type(exc).__name__, fallback="memory"
+        )
+
+    def _leave_fallback(self) -> None:
+        if not self._degraded:
+            return
+        self._degraded = False
+        self._signals.metrics.limiter_backend.set(1)
+        self._signals.note(
+            Signal.RECOVERED, dependency="redis", ended=Signal.RATE_LIMIT_REDIS_DOWN.value
+        )
