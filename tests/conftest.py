@@ -1,0 +1,89 @@
+"""Shared fixtures: real servers (see ``servers.py``) and an in-process app factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from servers import DenisProcess, RedisServer, create_token
+
+from denis.app import create_app
+from denis.settings import Settings
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_settings(data_dir: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        return Settings(data_dir=data_dir, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+    """An in-process app (lifespan run) with its own metrics registry; extra kwargs go to
+    ``create_app`` (responder, detector, clock) or to ``Settings``."""
+    clients: list[TestClient] = []
+
+    def make(*, app_kwargs: dict[str, Any] | None = None, **settings: Any) -> TestClient:
+        app: FastAPI = create_app(
+            make_settings(**settings), registry=CollectorRegistry(), **(app_kwargs or {})
+        )
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def token(data_dir: Path) -> str:
+    return create_token(data_dir, "alice")
+
+
+@pytest.fixture
+def admin_token(data_dir: Path) -> str:
+    return create_token(data_dir, "root", admin=True)
+
+
+@pytest.fixture
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def denis_factory(tmp_path: Path) -> Iterator[Callable[..., DenisProcess]]:
+    started: list[DenisProcess] = []
+
+    def make(env: dict[str, str] | None = None, data_dir: Path | None = None) -> DenisProcess:
+        proc = DenisProcess(data_dir or tmp_path / "data", env)
+        started.append(proc)
+        return proc.start()
+
+    yield make
+    for proc in started:
+        proc.stop()
