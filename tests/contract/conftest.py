@@ -1,0 +1,78 @@
+"""Contract fixtures: every test here runs once per implementation (``redis`` and ``memory``).
+
+The Redis side runs on a real ``redis-server`` (the function-scoped ``redis_server`` fixture),
+through a pool built the way the app builds it, and is closed after the test so no connection is
+left open (warnings are errors). The memory side runs on the real monotonic clock, because the
+Redis side runs on real time too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import pytest
+from redis.asyncio import ConnectionPool, Redis
+
+from denis.resilience import MonotonicClock
+from denis.sync_plane.budget import BudgetStore, MemoryBudgetStore, RedisBudgetStore
+from denis.sync_plane.limiter import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from denis.sync_plane.redis_link import make_redis_pool
+
+if TYPE_CHECKING:
+    from servers import RedisServer
+
+Backend = Literal["redis", "memory"]
+
+MAX_KEYS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConnection:
+    pool: ConnectionPool
+    client: Redis
+
+
+@pytest.fixture
+async def redis_connection(redis_server: RedisServer) -> AsyncIterator[RedisConnection]:
+    pool = make_redis_pool(redis_server.url, timeout_s=1.0)
+    client = Redis(connection_pool=pool)
+    try:
+        yield RedisConnection(pool, client)
+    finally:
+        await client.aclose()
+        await pool.disconnect()
+
+
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.integration), "memory"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    name: Backend = request.param
+    return name
+
+
+@pytest.fixture
+def rate_limiter(backend: Backend, request: pytest.FixtureRequest) -> RateLimiter:
+    if backend == "redis":
+        connection: RedisConnection = request.getfixturevalue("redis_connection")
+        return RedisRateLimiter(connection.pool)
+    return MemoryRateLimiter(max_keys=MAX_KEYS, clock=MonotonicClock())
+
+
+@pytest.fixture
+def budget_store(backend: Backend, request: pytest.FixtureRequest) -> BudgetStore:
+    if backend == "redis":
+        connection: RedisConnection = request.getfixturevalue("redis_connection")
+        return RedisBudgetStore(connection.client)
+    return MemoryBudgetStore(max_keys=MAX_KEYS, clock=MonotonicClock())
+
+
+@pytest.fixture
+def key() -> str:
+    return f"contract-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def other_key() -> str:
+    return f"contract-{uuid.uuid4().hex}"
