@@ -16,6 +16,7 @@ from denis.resilience import (
     BreakerState,
     CircuitBreaker,
     Deadline,
+    ManualClock,
     MonotonicClock,
     Signal,
     Signals,
@@ -166,4 +167,35 @@ async def test_failover_limiter_falls_back_to_memory_when_redis_dies(
         assert {verdict.backend for verdict in verdicts} == {"memory"}
         assert signal_count(registry, Signal.RATE_LIMIT_REDIS_DOWN) == 1
     finally:
+        await link.aclose()
+
+
+async def test_a_request_out_of_time_says_nothing_about_redis(
+    redis_server: RedisServer, key: str
+) -> None:
+    """A hung Redis call cut short by the request's deadline (not by the link's own timeout) is
+    handed back without a verdict: no breaker failure, no redis_down, no fallback mode."""
+    registry = CollectorRegistry()
+    signals = Signals(Metrics(registry))
+    clock = ManualClock()
+    pool = make_redis_pool(redis_server.url, timeout_s=1.0)
+    breaker = CircuitBreaker("redis", failure_threshold=1, cooldown_s=60, clock=clock)
+    link = RedisLink(pool, timeout_s=1.0, breaker=breaker, signals=signals)
+    limiter = FailoverRateLimiter(
+        MemoryRateLimiter(max_keys=1000, clock=clock), RedisRateLimiter(pool), link
+    )
+    rule = RateRule.parse("user", "100/minute")
+    try:
+        redis_server.pause()
+        verdict = await limiter.hit(rule, key, Deadline.start(clock, 0.05))
+        assert verdict.backend == "memory"
+        spent = Deadline.start(clock, 1.0)
+        clock.advance(2.0)
+        verdict = await limiter.hit(rule, key, spent)  # no time left: Redis is not even tried
+        assert verdict.backend == "memory"
+        assert breaker.state is BreakerState.CLOSED
+        assert not link.degraded
+        assert signal_count(registry, Signal.RATE_LIMIT_REDIS_DOWN) == 0
+    finally:
+        redis_server.resume()
         await link.aclose()

@@ -31,7 +31,9 @@ class ChatMessage(BaseModel):
 
 async def read_body(request: Request, max_bytes: int, deadline: Deadline) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+    if declared is not None and not declared.isdigit():
+        raise InvalidInputError("Content-Length must be a number")
+    if declared is not None and int(declared) > max_bytes:
         raise TooLargeError(f"the body must be at most {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0

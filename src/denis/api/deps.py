@@ -1,4 +1,9 @@
-"""Dependency aliases: handlers ask for ``ServicesDep`` or ``PrincipalDep`` by type."""
+"""Dependency aliases: handlers ask for ``ServicesDep`` or ``PrincipalDep`` by type.
+
+The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its
+thread pool, a thread hop per request that cost more than the whole sync-plane pipeline
+(``benchmarks/bench_pipeline.py``). None of them awaits anything.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,11 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() or None
 
 
-def get_principal(request: Request) -> Principal:
+async def _services(conn: HTTPConnection) -> Services:
+    return get_services(conn)
+
+
+async def get_principal(request: Request) -> Principal:
     services = get_services(request)
     token = bearer_token(request)
     if token is None:
@@ -39,12 +48,12 @@ def get_principal(request: Request) -> Principal:
     return services.tokens.authenticate(token)
 
 
-def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if not principal.admin:
         raise ForbiddenError("this needs an admin token")
     return principal
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+ServicesDep = Annotated[Services, Depends(_services)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(get_admin)]

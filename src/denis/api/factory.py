@@ -36,7 +36,7 @@ def build_api(open_services: Callable[[], AbstractAsyncContextManager[Services]]
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url=None,  # every endpoint but /, /static, /healthz, /readyz needs a token
     )
     app.state.services = None
     install_error_handlers(app)

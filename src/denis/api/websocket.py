@@ -17,7 +17,7 @@ from pydantic import JsonValue
 
 from denis.api.body import parse_chat_message, parse_json
 from denis.api.deps import get_services
-from denis.api.errors import error_body
+from denis.api.errors import close_code_for, error_body
 from denis.api.services import Services
 from denis.api.trace import current_trace_id
 from denis.errors import DenisError, InvalidInputError, TooLargeError, UnauthorizedError
@@ -38,7 +38,7 @@ async def ws_chat(websocket: WebSocket) -> None:
     try:
         hops = check_hops(parse_hop_header(websocket.headers.get(HOP_HEADER)))
     except DenisError as exc:
-        await websocket.close(code=POLICY_VIOLATION, reason=exc.code)
+        await websocket.close(code=close_code_for(exc) or POLICY_VIOLATION, reason=exc.code)
         return
     await websocket.accept()
     try:
@@ -142,6 +142,10 @@ def _frame(raw: str, services: Services) -> Any:
 
 def _message_id(value: object) -> JsonValue:
     if isinstance(value, str) and len(value) <= _MAX_ID_CHARS:
+        try:
+            value.encode("utf-8")  # a lone surrogate could not be sent back
+        except UnicodeEncodeError:
+            return None
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return value

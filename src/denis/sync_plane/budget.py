@@ -4,11 +4,14 @@ Tokens are reserved before the work (the text in plus an estimate of the reply) 
 after it with the real count, each in one atomic step (a Lua script on Redis; a single
 synchronous step on the event loop in memory), so concurrent requests cannot overspend. Redis
 first, in-memory (bounded, per process) while Redis is bad; a reservation is settled on the
-store that made it, or left at its estimate if that store is gone.
+store that made it, or left at its estimate if that store is gone. A turn refused or cut
+short after its reservation (injection gate, timeout) gets its reservation back: a refused
+request leaves nothing half-written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from cachetools import TTLCache
 from redis.asyncio import Redis
 
 from denis.errors import BudgetExceededError
-from denis.resilience import Clock, Deadline, Signal, Signals
+from denis.resilience import Clock, Deadline, MonotonicClock, Signal, Signals
 from denis.sync_plane.constants import BUDGET_KEY_TTL_S, BUDGET_PREFIX
 from denis.sync_plane.redis_link import MISSING, RedisLink
 
@@ -47,6 +50,9 @@ if used < 0 then redis.call('SET', KEYS[1], 0) used = 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return used
 """
+
+
+REFUND_TIMEOUT_S = 1.0
 
 
 def count_tokens(text: str) -> int:
@@ -93,7 +99,10 @@ class MemoryBudgetStore:
         return True, used + tokens
 
     async def adjust(self, key: str, delta: int) -> int:
-        used = max(0, self._used.get(key, 0) + delta)
+        return self.release_now(key, -delta)
+
+    def release_now(self, key: str, tokens: int) -> int:
+        used = max(0, self._used.get(key, 0) - tokens)
         self._used[key] = used
         return used
 
@@ -126,6 +135,7 @@ class BudgetGate:
         self._limit = tokens_per_day
         self._reply_reserve = reply_reserve_tokens
         self._signals = signals
+        self._refunds: set[asyncio.Task[None]] = set()
 
     async def reserve(self, user: str, text: str, deadline: Deadline) -> Reservation:
         key = f"{user}:{_utc_day()}"
@@ -151,6 +161,17 @@ class BudgetGate:
         elif self._redis is not None and self._link is not None:
             redis = self._redis
             await self._link.attempt(lambda: redis.adjust(reservation.key, delta), deadline)
+
+    def release(self, reservation: Reservation) -> None:
+        """Give a reservation back, without waiting: the turn that made it is being unwound,
+        possibly cancelled, so the Redis call runs in a task of its own with its own deadline."""
+        if reservation.backend == "memory":
+            self._memory.release_now(reservation.key, reservation.tokens)
+            return
+        deadline = Deadline.start(MonotonicClock(), REFUND_TIMEOUT_S)
+        task = asyncio.get_running_loop().create_task(self.settle(reservation, 0, deadline))
+        self._refunds.add(task)
+        task.add_done_callback(self._refunds.discard)
 
     def _admit(self, result: tuple[bool, int], reservation: Reservation) -> Reservation:
         granted, used = result

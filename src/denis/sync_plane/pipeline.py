@@ -104,7 +104,6 @@ class ChatPipeline:
         reservation = await self._budget.reserve(request.principal.user, request.text, deadline)
         if reservation.backend == "memory" and self._redis_configured:
             degraded.add(SYNC_ZONE)
-        self._injection.check(request.text)
         lang = request.lang or detect_lang(request.text)
         turn = Turn(
             request.text,
@@ -114,7 +113,12 @@ class ChatPipeline:
             request.hops,
             request.trace_id,
         )
-        reply = await self._respond(turn, deadline)
+        try:
+            self._injection.check(request.text)
+            reply = await self._respond(turn, deadline)
+        except BaseException:
+            self._budget.release(reservation)  # a refused or unfinished turn costs nothing
+            raise
         used = reply.tokens_used
         if used is None:
             used = count_tokens(request.text) + count_tokens(reply.text)

@@ -69,16 +69,30 @@ class RedisLink:
         return self._degraded
 
     async def attempt(self, op: Callable[[], Awaitable[T]], deadline: Deadline) -> T | Missing:
-        """Run one Redis operation, or give ``MISSING`` at once if Redis is known bad."""
+        """Run one Redis operation, or give ``MISSING`` at once if Redis is known bad.
+
+        When the request's deadline, not Redis, cut the call short, the call is handed back
+        without a verdict: a request running out of time says nothing about Redis.
+        """
+        limit_s = deadline.timeout_s(self.timeout_s)
+        if limit_s <= 0:
+            return MISSING
         permit = self.breaker.try_acquire()
         if permit is None:
             return MISSING
         try:
-            async with asyncio.timeout(deadline.timeout_s(self.timeout_s)):
+            async with asyncio.timeout(limit_s):
                 result = await op()
         except asyncio.CancelledError:
             self.breaker.release(permit)
             raise
+        except TimeoutError as exc:
+            if limit_s < self.timeout_s:
+                self.breaker.release(permit)
+                return MISSING
+            self.breaker.record_failure(permit)
+            self._enter_fallback(exc)
+            return MISSING
         except Exception as exc:  # noqa: BLE001 - any Redis failure means: use the fallback
             self.breaker.record_failure(permit)
             self._enter_fallback(exc)

@@ -51,11 +51,12 @@ _MONTHS_ES = [
     "julio", "agosto", "septiembre", "octubre", "noviembre", "diciembre",
 ]  # fmt: skip
 
+# First match wins; greeting last, so "hola, ¿qué hora es?" asks the time.
 _INTENTS: list[tuple[str, re.Pattern[str]]] = [
-    ("greeting", re.compile(r"^\W*(hello|hi|hey|good (morning|afternoon|evening)|hola|buen[oa]s( (d[ií]as|tardes|noches))?)\b", re.IGNORECASE)),
     ("time", re.compile(r"\b(what time|the time|time is it|qu[ée] hora|la hora)\b", re.IGNORECASE)),
     ("date", re.compile(r"\b(what day|the date|today's date|what is today|qu[ée] d[ií]a|la fecha|qu[ée] fecha)\b", re.IGNORECASE)),
     ("help", re.compile(r"\b(help|what can you do|ayuda|qu[ée] puedes hacer)\b", re.IGNORECASE)),
+    ("greeting", re.compile(r"^\W*(hello|hi|hey|good (morning|afternoon|evening)|hola|buen[oa]s( (d[ií]as|tardes|noches))?)\b", re.IGNORECASE)),
 ]  # fmt: skip
 
 _TEXT = {
