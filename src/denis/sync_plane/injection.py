@@ -51,6 +51,12 @@ RULES: dict[str, str] = {
         r"\b.*\b(?:restrictions?|rules|limits|filters|guidelines|unfiltered|jailbroken|DAN)\b"
     ),
     "mode_en": r"\b(?:developer|god|jailbreak|DAN|unrestricted)\s+mode\b",
+    "ask_prompt_en": r"\bwhat(?:'s|\s+is|\s+are|\s+were)\s+(?:your|the)\s+(?:system|hidden|secret|initial|original)\s+(?:prompt|instructions?)\b",
+    # Role-play is fine ("you are a pirate telling me the weather"); role-play without rules is not.
+    "roleplay_en": (
+        r"\b(?:pretend|imagine|role-?play|let's play|act as)\b.*"
+        r"\b(?:(?:no|without|free of|free from)\s+(?:\w+\s+){0,2}?(?:restrictions?|rules|limits|filters|guidelines|censorship)|unfiltered|uncensored|jailbroken)\b"
+    ),
     "override_es": (
         rf"\b(?:ignora|ignorad|ignore|olvida|olvidad|olvide|omite|salta|desobedece)\b(?:\s+\w+){{0,3}}?\s+"
         rf"{_RULES_ES}(?:\s+\w+){{0,2}}?\s+{_PRIOR_ES}"
@@ -59,6 +65,11 @@ RULES: dict[str, str] = {
     "reveal_es": (
         r"\b(?:revela|muestra|mu[eé]strame|imprime|repite|dime|ens[eé][ñn]ame)\b(?:\s+\w+){0,3}?\s+"
         r"(?:prompt|instrucciones|mensaje)\s+(?:del sistema|de sistema|ocult[oa]s?|secret[oa]s?|inicial(?:es)?|original(?:es)?)"
+    ),
+    "ask_prompt_es": r"\bcu[aá]l(?:es)?\s+(?:es|son|era|eran)\s+(?:tu|tus|el|las)\s+(?:prompt|instrucciones)\s+(?:del sistema|de sistema|ocult[oa]s?|secret[oa]s?|inicial(?:es)?|original(?:es)?)",
+    "roleplay_es": (
+        r"\b(?:finge|fingid|imagina|haz de cuenta|hagamos de cuenta|juguemos a|act[uú]a como|comp[oó]rtate como)\b.*"
+        r"\b(?:sin|ningun[ao]s?)\s+(?:\w+\s+){0,2}?(?:restricciones|reglas|l[ií]mites|filtros|censura)\b"
     ),
     "persona_es": (
         r"\b(?:ahora eres|a partir de ahora eres|finge que no tienes|act[uú]a como si no tuvieras)"
