@@ -1,0 +1,272 @@
+"""Overhead of Denis's whole ``POST /chat`` pipeline against a bare FastAPI route, same run.
+
+Denis runs everything a real turn runs: trace middleware, hop check, bearer auth, body
+parsing, two rate-limit checks, budget reserve + settle, the injection gate and the
+``BasicResponder``. The baseline is ``harness.make_bare_app``: a FastAPI route that reads the
+same JSON body and answers a reply of the same shape. Both get the same request bytes.
+
+(a) In process: ``httpx.AsyncClient`` over ``httpx.ASGITransport`` (lifespans entered by hand,
+    since the transport does not run them), sequential, the targets interleaved in blocks so
+    that drift on a noisy machine hits all of them alike. Added ms = Denis - bare, per percentile.
+(b) Real processes: ``python -m denis serve`` and the bare app under uvicorn, the raw-socket
+    load generator in this process: sequential latency, then throughput at 16 connections,
+    with each server's CPU time per request (from ``/proc``): a steadier view of its cost than
+    req/s, since the client, the servers and Redis share the machine's CPUs.
+
+Denis runs in memory (no Redis) and on a real ``redis-server``.
+Targets (issue 2): <= 1 ms added at p50, <= 3 ms at p99, >= 60 % of the bare throughput.
+
+Run: ``.venv/bin/python benchmarks/bench_pipeline.py`` (or ``make bench`` for all).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from harness import (
+    CHAT_TEXT,
+    HIGH_LIMITS,
+    BareProcess,
+    DenisProcess,
+    RedisServer,
+    chat_request,
+    create_token,
+    make_bare_app,
+    md_table,
+    ms,
+    percentile,
+    run_async,
+    run_load,
+    server_cpu_s,
+    started,
+)
+from denis.app import create_app
+from denis.resilience.logs import configure_logging
+from denis.settings import Settings
+
+INPROC_WARMUP = 300
+INPROC_ROUNDS = 20
+INPROC_BLOCK = 150  # requests per target per round: 3,000 per target
+SEQ_ROUNDS = 5
+SEQ_BLOCK = 400  # 2,000 sequential requests per target over real sockets
+LOAD_CONCURRENCY = 16
+LOAD_ROUNDS = 3
+LOAD_TOTAL = 3000  # per target per round: 9,000 per target
+TARGET_P50_MS = 1.0
+TARGET_P99_MS = 3.0
+TARGET_THROUGHPUT = 0.60
+
+BARE = "bare FastAPI"
+MEM = "Denis, in memory"
+REDIS = "Denis, Redis"
+
+
+def _settings(data_dir: Path, redis_url: str | None) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        redis_url=redis_url,
+        rate_limit_user=HIGH_LIMITS["DENIS_RATE_LIMIT_USER"],
+        rate_limit_client=HIGH_LIMITS["DENIS_RATE_LIMIT_CLIENT"],
+        budget_tokens_per_day=int(HIGH_LIMITS["DENIS_BUDGET_TOKENS_PER_DAY"]),
+    )
+
+
+async def _in_process(data_dir: Path, token: str, redis_url: str) -> dict[str, list[float]]:
+    apps = {
+        BARE: make_bare_app(),
+        MEM: create_app(_settings(data_dir, None), registry=CollectorRegistry()),
+        REDIS: create_app(_settings(data_dir, redis_url), registry=CollectorRegistry()),
+    }
+    body = httpx.Request("POST", "http://x", json={"text": CHAT_TEXT}).read()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    latencies: dict[str, list[float]] = {name: [] for name in apps}
+    async with AsyncExitStack() as stack:
+        clients = {}
+        for name, app in apps.items():
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            clients[name] = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+                )
+            )
+
+        async def block(name: str, count: int, out: list[float] | None) -> None:
+            client = clients[name]
+            for _ in range(count):
+                began = time.perf_counter()
+                response = await client.post("/chat", content=body, headers=headers)
+                elapsed = time.perf_counter() - began
+                if response.status_code != 200:
+                    raise RuntimeError(f"{name}: {response.status_code} {response.text}")
+                if out is not None:
+                    out.append(elapsed)
+
+        for name in apps:
+            await block(name, INPROC_WARMUP, None)
+        order = list(apps)
+        for round_no in range(INPROC_ROUNDS):
+            for name in order[round_no % 3 :] + order[: round_no % 3]:
+                await block(name, INPROC_BLOCK, latencies[name])
+    return latencies
+
+
+def _latency_rows(
+    latencies: dict[str, list[float]],
+) -> tuple[list[list[str]], dict[str, bool]]:
+    bare = latencies[BARE]
+    rows: list[list[str]] = []
+    verdicts: dict[str, bool] = {}
+    for name, values in latencies.items():
+        p50, p99 = percentile(values, 50), percentile(values, 99)
+        if name == BARE:
+            rows.append([name, str(len(values)), ms(p50), ms(p99), "-", "-", "baseline"])
+            continue
+        add50, add99 = p50 - percentile(bare, 50), p99 - percentile(bare, 99)
+        ok = add50 * 1000 <= TARGET_P50_MS and add99 * 1000 <= TARGET_P99_MS
+        verdicts[name] = ok
+        rows.append(
+            [
+                name,
+                str(len(values)),
+                ms(p50),
+                ms(p99),
+                f"{add50 * 1000:+.2f}",
+                f"{add99 * 1000:+.2f}",
+                "meets" if ok else "MISSES",
+            ]
+        )
+    return rows, verdicts
+
+
+async def _over_sockets(
+    targets: dict[str, BareProcess | DenisProcess], token: str
+) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float, float, float]]]]:
+    requests = {name: chat_request(t.port, token) for name, t in targets.items()}
+    for name, target in targets.items():  # warm-up: imports, pools, Lua script cache
+        await run_load(target.port, requests[name], concurrency=4, total=500)
+    sequential: dict[str, list[float]] = {name: [] for name in targets}
+    order = list(targets)
+    for round_no in range(SEQ_ROUNDS):
+        for name in order[round_no % 3 :] + order[: round_no % 3]:
+            result = await run_load(
+                targets[name].port, requests[name], concurrency=1, total=SEQ_BLOCK
+            )
+            if result.errors:
+                raise RuntimeError(f"{name}: {result.errors} non-200 answers")
+            sequential[name].extend(result.latencies_s)
+    # throughput: per round (req/s, p50, p99, server CPU seconds per request)
+    loaded: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in targets}
+    for round_no in range(LOAD_ROUNDS):
+        for name in order[round_no % 3 :] + order[: round_no % 3]:
+            pid = targets[name].proc.pid  # type: ignore[union-attr]
+            cpu_before = server_cpu_s(pid)
+            result = await run_load(
+                targets[name].port,
+                requests[name],
+                concurrency=LOAD_CONCURRENCY,
+                total=LOAD_TOTAL,
+            )
+            cpu_s = server_cpu_s(pid) - cpu_before
+            loaded[name].append(
+                (result.throughput_rps, result.p(50), result.p(99), cpu_s / result.count)
+            )
+            if result.errors:
+                raise RuntimeError(f"{name}: {result.errors} non-200 answers under load")
+    return sequential, loaded
+
+
+def _throughput_rows(
+    loaded: dict[str, list[tuple[float, float, float, float]]],
+) -> tuple[list[list[str]], dict[str, bool]]:
+    rows: list[list[str]] = []
+    verdicts: dict[str, bool] = {}
+    bare_rounds = loaded[BARE]
+    for name, runs in loaded.items():
+        rps = statistics.median(r[0] for r in runs)
+        p50 = statistics.median(r[1] for r in runs)
+        p99 = statistics.median(r[2] for r in runs)
+        cpu_us = statistics.median(r[3] for r in runs) * 1e6
+        if name == BARE:
+            ratio_text, verdict = "1.00", "baseline"
+        else:
+            ratio = statistics.median(r[0] / b[0] for r, b in zip(runs, bare_rounds, strict=True))
+            ok = ratio >= TARGET_THROUGHPUT
+            verdicts[name] = ok
+            ratio_text, verdict = f"{ratio:.2f}", "meets" if ok else "MISSES"
+        rows.append([name, f"{rps:,.0f}", ratio_text, ms(p50), ms(p99), f"{cpu_us:.0f}", verdict])
+    return rows, verdicts
+
+
+def run() -> str:
+    configure_logging("INFO")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the client's per-request log line
+    with tempfile.TemporaryDirectory(prefix="denis-bench-") as tmp:
+        work = Path(tmp)
+        data_dir = work / "data"
+        data_dir.mkdir()
+        token = create_token(data_dir, "bench")
+        redis = RedisServer(work / "redis")
+        bare = BareProcess(work / "bare.log")
+        env_mem = dict(HIGH_LIMITS)
+        env_redis = {**HIGH_LIMITS, "DENIS_REDIS_URL": redis.url}
+        denis_mem = DenisProcess(data_dir, env_mem)
+        denis_redis = DenisProcess(data_dir, env_redis)
+        with started(redis, bare, denis_mem, denis_redis):
+            redis.start()
+            print("pipeline: in-process (ASGITransport) ...", flush=True)
+            inproc = run_async(_in_process(data_dir, token, redis.url))
+            print("pipeline: real uvicorn processes ...", flush=True)
+            bare.start()
+            denis_mem.start()
+            denis_redis.start()
+            targets: dict[str, BareProcess | DenisProcess] = {
+                BARE: bare,
+                MEM: denis_mem,
+                REDIS: denis_redis,
+            }
+            sequential, loaded = run_async(_over_sockets(targets, token))
+
+    inproc_rows, inproc_ok = _latency_rows(inproc)
+    seq_rows, seq_ok = _latency_rows(sequential)
+    load_rows, load_ok = _throughput_rows(loaded)
+    lat_header = ["target", "n", "p50 ms", "p99 ms", "added p50", "added p99", "verdict"]
+    verdicts = []
+    for name in (MEM, REDIS):
+        latency_misses = [part for part, ok in (("a", inproc_ok), ("b1", seq_ok)) if not ok[name]]
+        latency = f"MISSED in ({', '.join(latency_misses)})" if latency_misses else "met"
+        throughput = "met" if load_ok[name] else "MISSED"
+        verdicts.append(f"{name}: latency {latency}, throughput {throughput}")
+    return "\n\n".join(
+        [
+            "### (a) In process, sequential (httpx.ASGITransport, lifespans entered)",
+            md_table(lat_header, inproc_rows),
+            "### (b1) Real uvicorn processes, sequential (1 keep-alive connection)",
+            md_table(lat_header, seq_rows),
+            (
+                f"### (b2) Real uvicorn processes, {LOAD_CONCURRENCY} concurrent connections, "
+                f"{LOAD_ROUNDS} rounds x {LOAD_TOTAL} requests (medians of the rounds)"
+            ),
+            md_table(
+                ["target", "req/s", "vs bare", "p50 ms", "p99 ms", "server CPU us/req", "verdict"],
+                load_rows,
+            ),
+            (
+                f"Verdict (latency: <= {TARGET_P50_MS:g} ms added p50 and <= {TARGET_P99_MS:g} ms "
+                f"added p99; throughput: >= {TARGET_THROUGHPUT:.0%} of bare): "
+                + "; ".join(verdicts)
+                + "."
+            ),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    print(run())
