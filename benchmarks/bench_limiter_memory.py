@@ -24,9 +24,9 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-from harness import md_table
 from denis.resilience import ManualClock
 from denis.sync_plane.limiter import MemoryRateLimiter, RateRule
+from harness import md_table
 
 KEYS = 1_000_000
 DEFAULT_MAX_KEYS = 100_000  # Settings.memory_limiter_max_keys

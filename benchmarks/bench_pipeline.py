@@ -31,6 +31,9 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry
 
+from denis.app import create_app
+from denis.resilience.logs import configure_logging
+from denis.settings import Settings
 from harness import (
     CHAT_TEXT,
     HIGH_LIMITS,
@@ -48,9 +51,6 @@ from harness import (
     server_cpu_s,
     started,
 )
-from denis.app import create_app
-from denis.resilience.logs import configure_logging
-from denis.settings import Settings
 
 INPROC_WARMUP = 300
 INPROC_ROUNDS = 20

@@ -101,7 +101,7 @@ class BareProcess:
                     "-m",
                     "uvicorn",
                     "--factory",
-                    "common:make_bare_app",
+                    "harness:make_bare_app",
                     "--app-dir",
                     str(BENCH_DIR),
                     "--host",
