@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from denis.api import Services, build_api
+from denis.async_plane import JobRegistry, default_registry, open_async_plane, run_worker
 from denis.resilience import Clock, HealthBoard, MonotonicClock, Signals
 from denis.resilience.metrics import Metrics
 from denis.settings import Settings
@@ -22,7 +23,18 @@ from denis.sync_plane import InjectionDetector, Responder, open_sync_plane
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["create_app"]
+__all__ = ["build_registry", "create_app", "worker_main"]
+
+
+def build_registry() -> JobRegistry:
+    """Every zone's job types, for the API and the workers alike."""
+    return default_registry()
+
+
+def worker_main(settings: Settings, *, queues: list[str], concurrency: int, beat: bool) -> None:
+    run_worker(
+        settings.async_plane, build_registry(), queues=queues, concurrency=concurrency, beat=beat
+    )
 
 
 def create_app(
@@ -49,6 +61,15 @@ def create_app(
                     detector=detector,
                 )
             )
+            jobs = await stack.enter_async_context(
+                open_async_plane(
+                    settings.async_plane,
+                    registry=build_registry(),
+                    signals=signals,
+                    health=health,
+                    clock=used_clock,
+                )
+            )
             yield Services(
                 settings=settings.api,
                 pipeline=sync.pipeline,
@@ -56,6 +77,7 @@ def create_app(
                 health=health,
                 signals=signals,
                 clock=used_clock,
+                jobs=jobs,
             )
 
     return build_api(open_services)

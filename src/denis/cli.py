@@ -1,10 +1,16 @@
-"""The ``denis`` command: ``up``, ``serve``, ``token create``, ``status``, ``gate check``."""
+"""The ``denis`` command: ``up``, ``serve``, ``worker``, ``token create``, ``status``, ``dlq``,
+``gate check``."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
+import signal
+import subprocess
 import sys
+from contextlib import ExitStack
 
 import typer
 
@@ -15,8 +21,19 @@ __all__ = ["main"]
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Denis, the home assistant.")
 token_app = typer.Typer(no_args_is_help=True, help="Manage bearer tokens.")
 gate_app = typer.Typer(no_args_is_help=True, help="Try the request gates.")
+dlq_app = typer.Typer(
+    no_args_is_help=True, help="The dead letter: jobs that used up their retries."
+)
 app.add_typer(token_app, name="token")
 app.add_typer(gate_app, name="gate")
+app.add_typer(dlq_app, name="dlq")
+
+# `denis up` starts one worker per group, so a device command never waits behind background work.
+UP_WORKERS = (
+    ("tools_mut,tools_ro", 2, False),
+    ("tts,graph_ingest,ha_playback,housekeeping", 1, True),
+)
+_WORKER_STOP_S = 10.0
 
 LAUNCH_TOKEN_FILE = "launch.token"  # noqa: S105 - a file name, not a secret
 
@@ -62,9 +79,44 @@ def up(host: str | None = None, port: int | None = None) -> None:
     """Start Denis on the embedded defaults and print the URL to open."""
     settings = _settings(host, port)
     token = launch_token(settings)
-    print(f"\nDenis is starting. Open this URL (it logs you in):\n\n"
-          f"    http://{settings.host}:{settings.port}/#token={token}\n", flush=True)  # fmt: skip
-    _serve(settings)
+    with ExitStack() as stack:
+        for queues, concurrency, beat in UP_WORKERS:
+            args = [sys.executable, "-m", "denis", "worker", "--queues", queues]
+            args += ["--concurrency", str(concurrency)] + (["--beat"] if beat else [])
+            stack.callback(_stop_process, subprocess.Popen(args))  # noqa: S603 - our own CLI
+        url = f"http://{settings.host}:{settings.port}/#token={token}"
+        print(f"\nDenis is starting. Open this URL (it logs you in):\n\n    {url}\n", flush=True)
+        _serve(settings)
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # Celery's warm shutdown: finish the job in hand
+    try:
+        proc.wait(timeout=_WORKER_STOP_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@app.command()
+def worker(
+    queues: str = typer.Option("tools_mut,tools_ro", help="Comma-separated queues to consume."),
+    concurrency: int = typer.Option(2, min=1, max=64, help="Prefork child processes."),
+    beat: bool = typer.Option(False, "--beat", help="Also run the housekeeping schedule."),
+) -> None:
+    """Start a Celery worker (prefork pool, so job time limits are enforced)."""
+    from denis.app import worker_main  # noqa: PLC0415
+    from denis.async_plane import parse_queues  # noqa: PLC0415
+    from denis.resilience.logs import configure_logging  # noqa: PLC0415
+
+    try:
+        names = parse_queues(queues)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from exc
+    configure_logging(os.environ.get("DENIS_LOG_LEVEL", "INFO"))
+    worker_main(_settings(), queues=names, concurrency=concurrency, beat=beat)
 
 
 @app.command()
@@ -127,6 +179,63 @@ def _status_table(data: dict[str, dict[str, object]]) -> str:
         rows.extend((name, str(length), "") for name, length in data["queues"].items())
     width = max(len(r[0]) for r in rows) + 2
     return "\n".join(f"{a:<{width}}{b:<12}{c}".rstrip() for a, b, c in rows)
+
+
+@dlq_app.command("list")
+def dlq_list() -> None:
+    """One JSON object per dead letter: key, job, queue, arguments, error, attempts."""
+    from denis.async_plane import open_ledger  # noqa: PLC0415
+
+    for letter in open_ledger(_settings().async_plane).dead_letters():
+        print(json.dumps(dataclasses.asdict(letter)))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    key: str | None = typer.Argument(None, help="The dead letter's key."),
+    all_: bool = typer.Option(False, "--all", help="Replay every dead letter."),
+) -> None:
+    """Send dead-lettered jobs again (to the broker, or run here if it cannot take them)."""
+    if (key is None) == (not all_):
+        print("error: give a KEY or --all", file=sys.stderr)
+        raise typer.Exit(2)
+    replayed = asyncio.run(_replay(key))
+    for item in replayed:
+        print(json.dumps(item))
+    if key is not None and not replayed:
+        print(f"error: no dead letter with key {key!r}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+async def _replay(key: str | None) -> list[dict[str, object]]:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from denis.app import build_registry  # noqa: PLC0415
+    from denis.async_plane import open_async_plane  # noqa: PLC0415
+    from denis.resilience import Deadline, HealthBoard, MonotonicClock, Signals  # noqa: PLC0415
+    from denis.resilience.metrics import Metrics  # noqa: PLC0415
+
+    signals, clock = Signals(Metrics(CollectorRegistry())), MonotonicClock()
+    async with open_async_plane(
+        _settings().async_plane,
+        registry=build_registry(),
+        signals=signals,
+        health=HealthBoard(signals),
+        clock=clock,
+    ) as plane:
+        deadline = Deadline.start(clock, 30.0)
+        if key is None:
+            return await plane.replay_all(deadline)
+        one = await plane.replay(key, deadline)
+        return [one] if one is not None else []
+
+
+@dlq_app.command("purge")
+def dlq_purge() -> None:
+    """Delete every dead letter."""
+    from denis.async_plane import open_ledger  # noqa: PLC0415
+
+    print(json.dumps({"purged": open_ledger(_settings().async_plane).purge_dead_letters()}))
 
 
 @gate_app.command("check")

@@ -8,7 +8,8 @@ that turns them into HTTP statuses and WebSocket close codes. Vendor exceptions 
     DenisError                          code
     ├── DependencyError                 unavailable   a dependency cannot serve now
     │   ├── BreakerOpenError            unavailable   its circuit breaker is open
-    │   └── DependencyUnavailableError  unavailable   it failed or timed out
+    │   ├── DependencyUnavailableError  unavailable   it failed or timed out
+    │   └── QueueFullError              unavailable   background work refused (queue disk full)
     ├── RejectedError                                 Denis refuses the request, on purpose
     │   ├── UnauthorizedError           unauthorized
     │   ├── ForbiddenError              forbidden     authenticated, but not allowed
@@ -38,6 +39,7 @@ __all__ = [
     "InjectionBlockedError",
     "InvalidInputError",
     "NotFoundError",
+    "QueueFullError",
     "RateLimitedError",
     "RejectedError",
     "TooLargeError",
@@ -72,6 +74,10 @@ class BreakerOpenError(DependencyError):
 
 class DependencyUnavailableError(DependencyError):
     """The dependency failed or timed out on this call."""
+
+
+class QueueFullError(DependencyError):
+    """The queue's disk is over its threshold: background work is refused, not queued."""
 
 
 class RejectedError(DenisError):

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ApiSettings", "BreakerSettings", "Settings", "SyncSettings"]
+__all__ = ["ApiSettings", "AsyncSettings", "BreakerSettings", "Settings", "SyncSettings"]
 
 _RATE_UNITS = ("second", "minute", "hour", "day")
 
@@ -39,6 +39,25 @@ class SyncSettings:
     budget_reply_reserve_tokens: int
     responder_breaker: BreakerSettings
     responder_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncSettings:
+    """The async plane's slice: broker, workers, retries, journal, disk guard."""
+
+    data_dir: Path
+    broker_url: str | None  # None: kombu's filesystem transport under data_dir
+    broker_timeout_s: float
+    broker_breaker: BreakerSettings
+    job_time_limit_s: float
+    job_soft_time_limit_s: float
+    retry_backoff_s: float
+    journal_stale_after_s: float
+    housekeeping_interval_s: float
+    worker_heartbeat_s: float
+    disk_max_percent: float
+    queue_high_water: int
+    inline_timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +99,26 @@ class Settings(BaseSettings):
     responder_breaker_threshold: int = Field(default=5, ge=1, le=100)
     responder_breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600)
 
+    broker_url: str | None = None
+    broker_timeout_s: float = Field(default=0.3, gt=0, le=10)
+    broker_breaker_threshold: int = Field(default=3, ge=1, le=100)
+    broker_breaker_cooldown_s: float = Field(default=5.0, gt=0, le=600)
+    job_time_limit_s: float = Field(default=300.0, gt=0, le=3600)
+    job_soft_time_limit_s: float = Field(default=290.0, gt=0, le=3600)
+    job_retry_backoff_s: float = Field(default=2.0, ge=0, le=300)
+    journal_stale_after_s: float = Field(default=30.0, gt=0, le=86400)
+    housekeeping_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    worker_heartbeat_s: float = Field(default=2.0, gt=0, le=60)
+    queue_disk_max_percent: float = Field(default=95.0, ge=0, le=100)
+    queue_high_water: int = Field(default=1000, ge=1)
+    job_inline_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_text_chars: int = Field(default=4000, ge=1)
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     ws_auth_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "broker_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
@@ -116,6 +149,26 @@ class Settings(BaseSettings):
                 self.responder_breaker_threshold, self.responder_breaker_cooldown_s
             ),
             responder_timeout_s=self.responder_timeout_s,
+        )
+
+    @property
+    def async_plane(self) -> AsyncSettings:
+        return AsyncSettings(
+            data_dir=self.data_dir,
+            broker_url=self.broker_url,
+            broker_timeout_s=self.broker_timeout_s,
+            broker_breaker=BreakerSettings(
+                self.broker_breaker_threshold, self.broker_breaker_cooldown_s
+            ),
+            job_time_limit_s=self.job_time_limit_s,
+            job_soft_time_limit_s=min(self.job_soft_time_limit_s, self.job_time_limit_s * 0.97),
+            retry_backoff_s=self.job_retry_backoff_s,
+            journal_stale_after_s=self.journal_stale_after_s,
+            housekeeping_interval_s=self.housekeeping_interval_s,
+            worker_heartbeat_s=self.worker_heartbeat_s,
+            disk_max_percent=self.queue_disk_max_percent,
+            queue_high_water=self.queue_high_water,
+            inline_timeout_s=self.job_inline_timeout_s,
         )
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from denis.async_plane import AsyncPlane
 from denis.resilience import Clock, HealthBoard, Signals
 from denis.settings import ApiSettings
 from denis.sync_plane import ChatPipeline, TokenStore
@@ -19,3 +20,4 @@ class Services:
     health: HealthBoard
     signals: Signals
     clock: Clock
+    jobs: AsyncPlane

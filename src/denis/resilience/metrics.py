@@ -49,6 +49,20 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
         )
+        self.queue_length = Gauge(
+            "denis_queue_length", "Messages waiting, by queue.", ["queue"], registry=self.registry
+        )
+        self.queue_disk_percent = Gauge(
+            "denis_queue_disk_percent",
+            "How full the file queue's disk is, in percent.",
+            registry=self.registry,
+        )
+        self.worker_up = Gauge(
+            "denis_worker_up",
+            "1 while a live worker consumes the queue.",
+            ["queue"],
+            registry=self.registry,
+        )
         self.limiter_backend = Gauge(
             "denis_rate_limiter_on_redis",
             "1 while the rate limiter and budget store use Redis, 0 on the in-memory fallback.",

@@ -47,6 +47,7 @@ class Signal(StrEnum):
     BREAKER_OPENED = "breaker.opened"
     BREAKER_HALF_OPENED = "breaker.half_opened"
     BREAKER_CLOSED = "breaker.closed"
+    CELERY_DEAD_LETTER = "celery.dead_letter"
     RECOVERED = "dependency.recovered"
 
 
