@@ -10,10 +10,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
-from servers import DenisProcess, RedisServer, create_token
 
 from denis.app import create_app
 from denis.settings import Settings
+from servers import DenisProcess, DenisWorker, RedisServer, create_token
 
 
 @pytest.fixture
@@ -87,3 +87,19 @@ def denis_factory(tmp_path: Path) -> Iterator[Callable[..., DenisProcess]]:
     yield make
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., DenisWorker]]:
+    """Start real ``denis worker`` processes; every one still running is killed at the end."""
+    started: list[DenisWorker] = []
+
+    def make(queues: str, env: dict[str, str] | None = None, **kwargs: Any) -> DenisWorker:
+        data_dir = kwargs.pop("data_dir", tmp_path / "data")
+        worker = DenisWorker(data_dir, queues, env, **kwargs)
+        started.append(worker)
+        return worker.start()
+
+    yield make
+    for worker in started:
+        worker.kill()

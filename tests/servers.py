@@ -7,6 +7,7 @@ A missing program fails the test under ``CI=true`` and skips it (with the reason
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -65,9 +66,18 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-            ],  # fmt: skip
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -107,7 +117,9 @@ class RedisServer:
 class DenisProcess:
     """``python -m denis serve`` as a real process, with its own environment."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
         self.env = {
@@ -158,3 +170,78 @@ def create_token(data_dir: Path, user: str, *, admin: bool = False) -> str:
     from denis.sync_plane import TokenStore  # noqa: PLC0415
 
     return TokenStore(data_dir).create(user, admin=admin)
+
+
+class DenisWorker:
+    """``python -m denis worker`` as a real process group (prefork parent and children), so a
+    crash can be caused with one SIGKILL to the whole group."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        queues: str,
+        env: dict[str, str] | None = None,
+        *,
+        concurrency: int = 1,
+        beat: bool = False,
+    ) -> None:
+        self.data_dir = data_dir
+        self.queues = queues
+        self.concurrency = concurrency
+        self.beat = beat
+        self.env = {
+            **os.environ,
+            "DENIS_DATA_DIR": str(data_dir),
+            "DENIS_LOG_LEVEL": "WARNING",
+            "DENIS_WORKER_HEARTBEAT_S": "0.5",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"worker-{queues.replace(',', '+')}.log"
+
+    def start(self, timeout_s: float = 30.0) -> DenisWorker:
+        """Start and wait until its heartbeat says it consumes its queues."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [sys.executable, "-m", "denis", "worker", "--queues", self.queues]
+        args += ["--concurrency", str(self.concurrency)] + (["--beat"] if self.beat else [])
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                args, env=self.env, stdout=log, stderr=log, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        beat_file = self.data_dir / "workers"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
+            if any(self._is_mine(path) for path in beat_file.glob("*.json")):
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError(f"worker did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def _is_mine(self, path: Path) -> bool:
+        try:
+            return int(json.loads(path.read_text())["pid"]) == (self.proc.pid if self.proc else -1)
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: parent and prefork children die mid-job, as in a crash."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        """SIGTERM: Celery's warm shutdown."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.proc = None
