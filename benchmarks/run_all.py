@@ -4,7 +4,8 @@ The report also goes to ``benchmarks/.out/latest.md`` (not tracked); ``benchmark
 holds a reviewed copy with the reading of each verdict. Each benchmark measures ratios against
 a baseline taken in the same run, so results from a noisy machine still compare.
 
-Run: ``make bench``, or ``.venv/bin/python benchmarks/run_all.py [pipeline|redis_hung|memory]``.
+Run: ``make bench``, or
+``.venv/bin/python benchmarks/run_all.py [pipeline|redis_hung|memory|dispatch]``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import bench_dispatch
 import bench_limiter_memory
 import bench_pipeline
 import bench_redis_hung
@@ -22,6 +24,7 @@ BENCHMARKS = {
     "pipeline": ("1. Pipeline overhead vs a bare FastAPI route", bench_pipeline.run),
     "redis_hung": ("2. p99 with Redis hung, after the breaker opened", bench_redis_hung.run),
     "memory": ("3. Memory of the in-memory rate limiter", bench_limiter_memory.run),
+    "dispatch": ("4. Async plane: dispatch cost, and a hung Redis broker", bench_dispatch.run),
 }
 
 
