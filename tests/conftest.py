@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from denis.app import create_app
 from denis.settings import Settings
-from servers import DenisProcess, DenisWorker, RedisServer, create_token
+from servers import DenisProcess, DenisWorker, Neo4jServer, RedisServer, create_token
 
 
 @pytest.fixture
@@ -26,6 +26,29 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def neo4j_server(tmp_path: Path) -> Iterator[Neo4jServer]:
+    """A real Neo4j of this test's own (Bolt, no auth): kill, pause and restart it freely.
+    A JVM start takes seconds (see ``start_seconds``); tests that only query share
+    ``neo4j_session`` instead."""
+    server = Neo4jServer(tmp_path / "neo4j").start()
+    try:
+        yield server
+    finally:
+        server.kill()  # its store is thrown away with tmp_path: no clean shutdown needed
+
+
+@pytest.fixture(scope="session")
+def neo4j_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neo4jServer]:
+    """One real Neo4j for the whole session, started on first use. Never kill, pause or
+    restart it (use ``neo4j_server``), and clean up the data you create."""
+    server = Neo4jServer(tmp_path_factory.mktemp("neo4j-session")).start()
     try:
         yield server
     finally:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -29,13 +30,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _missing(message: str) -> NoReturn:
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_program(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (scripts/install-test-deps.sh installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        _missing(f"{name} is not installed (scripts/install-test-deps.sh installs it)")
+    return path
+
+
+def require_file(path: Path, hint: str) -> Path:
+    if not path.is_file():
+        _missing(f"{path} is missing ({hint})")
     return path
 
 
@@ -112,6 +122,108 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
+
+
+NEO4J_DIR = Path(__file__).parent / "neo4j-launcher"
+NEO4J_JAR = NEO4J_DIR / "target" / "neo4j-launcher.jar"
+NEO4J_CDS = NEO4J_DIR / "target" / "neo4j-launcher.jsa"
+# Keep in step with NEO4J_JVM in the Makefile, or the class-data archive goes unused.
+NEO4J_JVM_FLAGS = ["-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+
+
+class Neo4jServer:
+    """A real Neo4j 5.26 community DBMS (``tests/neo4j-launcher``, built by ``make neo4j-launcher``)
+    serving Bolt on a free loopback port, with authentication disabled (connect with
+    ``auth=None``). Its store lives in ``workdir / "db"``, so :meth:`restart` (even after
+    :meth:`kill`) brings the same data back on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.java = require_program("java")
+        self.jar = require_file(NEO4J_JAR, "`make neo4j-launcher` builds it")
+        self.workdir = workdir
+        self.data_dir = workdir / "db"
+        self.port = free_port()
+        self.log_path = workdir / "neo4j.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+        self.start_seconds = 0.0  # how long the last start took, until Bolt was ready
+
+    @property
+    def url(self) -> str:
+        return f"bolt://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        command = [self.java, *NEO4J_JVM_FLAGS]
+        cds = NEO4J_CDS
+        if cds.is_file() and cds.stat().st_mtime >= self.jar.stat().st_mtime:
+            command.append(f"-XX:SharedArchiveFile={cds}")
+        return [*command, "-jar", str(self.jar), str(self.port), str(self.data_dir)]
+
+    def _log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def start(self, timeout_s: float = 90.0) -> Neo4jServer:
+        """Start and wait for the launcher's READY line (the default database is available and
+        Bolt accepts connections)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        began = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self._command(), stdout=log, stderr=log)
+        self.paused = False
+        deadline = began + timeout_s
+        while time.monotonic() < deadline:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                if any(line.startswith(b"READY ") for line in log):
+                    self.start_seconds = time.monotonic() - began
+                    wait_for_port(self.port)
+                    return self
+            if self.proc.poll() is not None:
+                self.proc = None
+                raise RuntimeError(f"neo4j exited early:\n{self._log_tail()}")
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError(f"neo4j was not ready after {timeout_s} s:\n{self._log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: the port refuses connections from now on; committed data survives."""
+        if self.proc is not None:
+            if self.paused:
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        self.paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP: the port accepts connections but nothing ever answers (a hung Neo4j)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def restart(self, timeout_s: float = 90.0) -> None:
+        """Kill, then start again on the same port and data dir."""
+        self.kill()
+        self.start(timeout_s)
+
+    def stop(self) -> None:
+        """SIGTERM: a clean shutdown (checkpoint); SIGKILL if it takes more than 30 s."""
+        if self.proc is None:
+            return
+        if self.paused:
+            self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.proc = None
 
 
 class DenisProcess:
