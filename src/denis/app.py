@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from denis.api import Services, build_api
 from denis.async_plane import JobRegistry, default_registry, open_async_plane, run_worker
+from denis.graph import open_graph_zone
 from denis.resilience import Clock, HealthBoard, MonotonicClock, Signals
 from denis.resilience.metrics import Metrics
 from denis.settings import Settings
@@ -61,6 +62,9 @@ def create_app(
                     detector=detector,
                 )
             )
+            graph = await stack.enter_async_context(
+                open_graph_zone(settings.graph, signals=signals, health=health, clock=used_clock)
+            )
             jobs = await stack.enter_async_context(
                 open_async_plane(
                     settings.async_plane,
@@ -78,6 +82,7 @@ def create_app(
                 signals=signals,
                 clock=used_clock,
                 jobs=jobs,
+                graph=graph,
             )
 
     return build_api(open_services)

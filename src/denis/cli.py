@@ -24,6 +24,8 @@ gate_app = typer.Typer(no_args_is_help=True, help="Try the request gates.")
 dlq_app = typer.Typer(
     no_args_is_help=True, help="The dead letter: jobs that used up their retries."
 )
+graph_app = typer.Typer(no_args_is_help=True, help="The graph: home, intent routes, policies.")
+app.add_typer(graph_app, name="graph")
 app.add_typer(token_app, name="token")
 app.add_typer(gate_app, name="gate")
 app.add_typer(dlq_app, name="dlq")
@@ -236,6 +238,53 @@ def dlq_purge() -> None:
     from denis.async_plane import open_ledger  # noqa: PLC0415
 
     print(json.dumps({"purged": open_ledger(_settings().async_plane).purge_dead_letters()}))
+
+
+@graph_app.command("load")
+def graph_load(path: str = typer.Argument(..., help="A home file (YAML).")) -> None:
+    """Load a home/routes/policies file into the graph (replacing what is there)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from denis.errors import DenisError  # noqa: PLC0415
+    from denis.graph import read_home_file  # noqa: PLC0415
+
+    try:
+        home = read_home_file(Path(path))
+    except DenisError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        raise typer.Exit(2) from exc
+    if not asyncio.run(_graph_load(home)):
+        print("error: the graph is unavailable (down, or held by a running Denis)", file=sys.stderr)
+        raise typer.Exit(1)
+    print(json.dumps({"loaded": {k: len(v) for k, v in home.to_json().items()}}))
+
+
+async def _graph_load(home: object) -> bool:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from denis.graph import HomeGraph, open_graph_zone  # noqa: PLC0415
+    from denis.resilience import Deadline, HealthBoard, MonotonicClock, Signals  # noqa: PLC0415
+    from denis.resilience.metrics import Metrics  # noqa: PLC0415
+
+    assert isinstance(home, HomeGraph)  # noqa: S101
+    signals, clock = Signals(Metrics(CollectorRegistry())), MonotonicClock()
+    try:
+        async with open_graph_zone(
+            _settings().graph, signals=signals, health=HealthBoard(signals), clock=clock
+        ) as zone:
+            return await zone.resolver.load(home, Deadline.start(clock, 30.0))
+    except RuntimeError:  # the embedded database is locked by a running Denis
+        return False
+
+
+@graph_app.command("export-cache")
+def graph_export_cache() -> None:
+    """Print the legacy cache (the last good home, routes and policies) as JSON."""
+    path = _settings().data_dir / "graph-cache.json"
+    if not path.exists():
+        print("error: no cache yet (it is written once the graph has answered)", file=sys.stderr)
+        raise typer.Exit(1)
+    print(path.read_text(encoding="utf-8"))
 
 
 @gate_app.command("check")

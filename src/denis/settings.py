@@ -13,7 +13,14 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ApiSettings", "AsyncSettings", "BreakerSettings", "Settings", "SyncSettings"]
+__all__ = [
+    "ApiSettings",
+    "AsyncSettings",
+    "BreakerSettings",
+    "GraphSettings",
+    "Settings",
+    "SyncSettings",
+]
 
 _RATE_UNITS = ("second", "minute", "hour", "day")
 
@@ -58,6 +65,25 @@ class AsyncSettings:
     disk_max_percent: float
     queue_high_water: int
     inline_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSettings:
+    """The graph zone's slice: which store, its limits, the legacy cache, DecisionTrace."""
+
+    data_dir: Path
+    url: str | None  # bolt:// or neo4j:// → Neo4j; None → the embedded store
+    embedded_path: Path | None  # None: <data_dir>/graph/db; ":memory:" for an ephemeral graph
+    user: str | None
+    password: str | None
+    query_timeout_s: float
+    pool_size: int
+    acquire_timeout_s: float
+    breaker: BreakerSettings
+    cache_refresh_s: float
+    trace_buffer_size: int
+    trace_batch_size: int
+    trace_flush_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +139,26 @@ class Settings(BaseSettings):
     queue_high_water: int = Field(default=1000, ge=1)
     job_inline_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
+    graph_url: str | None = None
+    graph_embedded_path: str | None = None
+    graph_user: str | None = None
+    graph_password: str | None = None
+    graph_query_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    graph_pool_size: int = Field(default=20, ge=1, le=500)
+    graph_acquire_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    graph_breaker_threshold: int = Field(default=5, ge=1, le=100)
+    graph_breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600)
+    graph_cache_refresh_s: float = Field(default=30.0, gt=0, le=86400)
+    trace_buffer_size: int = Field(default=10_000, ge=1)
+    trace_batch_size: int = Field(default=200, ge=1)
+    trace_flush_s: float = Field(default=0.5, gt=0, le=60)
+
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_text_chars: int = Field(default=4000, ge=1)
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     ws_auth_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
-    @field_validator("redis_url", "broker_url")
+    @field_validator("redis_url", "broker_url", "graph_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
@@ -169,6 +209,24 @@ class Settings(BaseSettings):
             disk_max_percent=self.queue_disk_max_percent,
             queue_high_water=self.queue_high_water,
             inline_timeout_s=self.job_inline_timeout_s,
+        )
+
+    @property
+    def graph(self) -> GraphSettings:
+        return GraphSettings(
+            data_dir=self.data_dir,
+            url=self.graph_url,
+            embedded_path=Path(self.graph_embedded_path) if self.graph_embedded_path else None,
+            user=self.graph_user,
+            password=self.graph_password,
+            query_timeout_s=self.graph_query_timeout_s,
+            pool_size=self.graph_pool_size,
+            acquire_timeout_s=self.graph_acquire_timeout_s,
+            breaker=BreakerSettings(self.graph_breaker_threshold, self.graph_breaker_cooldown_s),
+            cache_refresh_s=self.graph_cache_refresh_s,
+            trace_buffer_size=self.trace_buffer_size,
+            trace_batch_size=self.trace_batch_size,
+            trace_flush_s=self.trace_flush_s,
         )
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from denis.async_plane import AsyncPlane
+from denis.graph import GraphZone
 from denis.resilience import Clock, HealthBoard, Signals
 from denis.settings import ApiSettings
 from denis.sync_plane import ChatPipeline, TokenStore
@@ -21,3 +22,4 @@ class Services:
     signals: Signals
     clock: Clock
     jobs: AsyncPlane
+    graph: GraphZone

@@ -63,6 +63,11 @@ class Metrics:
             ["queue"],
             registry=self.registry,
         )
+        self.trace_buffer_level = Gauge(
+            "denis_decisiontrace_buffer",
+            "DecisionTraces waiting in memory for the graph writer (neo4j.write_queue).",
+            registry=self.registry,
+        )
         self.limiter_backend = Gauge(
             "denis_rate_limiter_on_redis",
             "1 while the rate limiter and budget store use Redis, 0 on the in-memory fallback.",

@@ -1,0 +1,88 @@
+"""The embedded graph store: LadybugDB (the maintained continuation of Kùzu) in the data dir.
+
+The default when no ``DENIS_GRAPH_URL`` is set, so ``make run`` needs no server. LadybugDB's
+API is synchronous: every call runs on one dedicated thread (its connection is not shared
+across threads) under our own timeout. The database is owned by one process (the API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import ladybug
+
+from denis.graph.store import CypherStore, GraphError, Statement
+from denis.resilience import Signal
+
+__all__ = ["EmbeddedGraphStore"]
+
+IN_MEMORY = ":memory:"
+_SCHEMA = (
+    "CREATE NODE TABLE IF NOT EXISTS Intent(name STRING PRIMARY KEY)",
+    "CREATE NODE TABLE IF NOT EXISTS Tool(name STRING PRIMARY KEY, queue STRING)",
+    "CREATE REL TABLE IF NOT EXISTS ROUTES_TO(FROM Intent TO Tool)",
+    "CREATE NODE TABLE IF NOT EXISTS Policy(name STRING PRIMARY KEY, users STRING[], confirm BOOLEAN)",
+    "CREATE REL TABLE IF NOT EXISTS GOVERNS(FROM Policy TO Tool)",
+    "CREATE NODE TABLE IF NOT EXISTS Area(id STRING PRIMARY KEY, name STRING, aliases STRING[])",
+    "CREATE NODE TABLE IF NOT EXISTS Device(id STRING PRIMARY KEY, name STRING, domain STRING, aliases STRING[])",
+    "CREATE REL TABLE IF NOT EXISTS IN_AREA(FROM Device TO Area)",
+    "CREATE NODE TABLE IF NOT EXISTS DecisionTrace(trace_id STRING PRIMARY KEY, at STRING, user STRING,"
+    " text STRING, intent STRING, tool STRING, outcome STRING, duration_ms DOUBLE, modes STRING[])",
+)
+
+
+class EmbeddedGraphStore(CypherStore):
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denis-graph")
+        self._conn: ladybug.Connection | None = None
+
+    async def open(self) -> EmbeddedGraphStore:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._open)
+        return self
+
+    def _open(self) -> None:
+        if str(self._path) != IN_MEMORY:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = ladybug.Connection(ladybug.Database(str(self._path)))
+        for statement in _SCHEMA:
+            self._conn.execute(statement)
+
+    async def _run(self, fn: Any, timeout_s: float) -> Any:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        except TimeoutError as exc:
+            raise GraphError("the embedded graph timed out", Signal.NEO4J_QUERY_TIMEOUT) from exc
+        except RuntimeError as exc:
+            raise GraphError(f"the embedded graph failed: {exc}") from exc
+
+    async def _read(self, query: str, params: dict[str, Any], timeout_s: float) -> list[list[Any]]:
+        def read() -> list[list[Any]]:
+            assert self._conn is not None  # noqa: S101 - opened before use
+            result = self._conn.execute(query, params)
+            return [list(row) for row in result.get_all()]  # type: ignore[union-attr]
+
+        rows: list[list[Any]] = await self._run(read, timeout_s)
+        return rows
+
+    async def _write(self, statements: list[Statement], timeout_s: float) -> None:
+        def write() -> None:
+            assert self._conn is not None  # noqa: S101
+            self._conn.execute("BEGIN TRANSACTION")
+            try:
+                for query, params in statements:
+                    self._conn.execute(query, params)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+        await self._run(write, timeout_s)
+
+    async def close(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+        self._conn = None

@@ -1,0 +1,166 @@
+"""The ``GraphStore`` interface and the Cypher both implementations share.
+
+Neo4j and the embedded LadybugDB speak the same Cypher for everything Denis asks, so the
+queries live here once; an implementation only says how to run a read and how to run a batch of
+writes in one transaction. Vendor errors are translated at each implementation's edge into
+``GraphError`` (with the signal that names the failure), so nothing above this package sees
+a driver exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from denis.graph.model import Area, DecisionTrace, Device, HomeGraph, Policy, Route
+from denis.resilience import Signal
+
+__all__ = ["CypherStore", "GraphError", "GraphStore"]
+
+
+class GraphError(Exception):
+    """A graph operation failed; ``signal`` names how (connect error, timeout, pool exhausted)."""
+
+    def __init__(self, message: str, signal: Signal | None = None) -> None:
+        super().__init__(message)
+        self.signal = signal
+
+
+class GraphStore(Protocol):
+    async def ping(self, timeout_s: float) -> None: ...
+    async def load(self, home: HomeGraph, timeout_s: float) -> None: ...
+    async def snapshot(self, timeout_s: float) -> HomeGraph: ...
+    async def route(self, intent: str, timeout_s: float) -> Route | None: ...
+    async def policies(self, tool: str, timeout_s: float) -> list[Policy]: ...
+    async def write_traces(self, traces: list[DecisionTrace], timeout_s: float) -> None: ...
+    async def count_traces(self, timeout_s: float) -> int: ...
+    async def close(self) -> None: ...
+
+
+Statement = tuple[str, dict[str, Any]]
+HOME_LABELS = ("Intent", "Tool", "Policy", "Area", "Device")
+
+
+class CypherStore:
+    """The queries; subclasses implement ``_read`` and ``_write``."""
+
+    async def _read(self, query: str, params: dict[str, Any], timeout_s: float) -> list[list[Any]]:
+        raise NotImplementedError
+
+    async def _write(self, statements: list[Statement], timeout_s: float) -> None:
+        raise NotImplementedError
+
+    async def ping(self, timeout_s: float) -> None:
+        await self._read("RETURN 1", {}, timeout_s)
+
+    async def load(self, home: HomeGraph, timeout_s: float) -> None:
+        statements: list[Statement] = [
+            (f"MATCH (n:{label}) DETACH DELETE n", {}) for label in HOME_LABELS
+        ]
+        statements += [
+            (
+                "UNWIND $rows AS r MERGE (i:Intent {name: r.intent}) MERGE (t:Tool {name: r.tool})"
+                " SET t.queue = r.queue MERGE (i)-[:ROUTES_TO]->(t)",
+                {
+                    "rows": [
+                        {"intent": r.intent, "tool": r.tool, "queue": r.queue} for r in home.routes
+                    ]
+                },
+            ),
+            (
+                "UNWIND $rows AS r MERGE (t:Tool {name: r.tool}) MERGE (p:Policy {name: r.name})"
+                " SET p.users = r.users, p.confirm = r.confirm MERGE (p)-[:GOVERNS]->(t)",
+                {
+                    "rows": [
+                        {
+                            "name": p.name,
+                            "tool": p.tool,
+                            "users": list(p.users),
+                            "confirm": p.confirm,
+                        }
+                        for p in home.policies
+                    ]
+                },
+            ),
+            (
+                "UNWIND $rows AS r MERGE (a:Area {id: r.id}) SET a.name = r.name, a.aliases = r.aliases",
+                {
+                    "rows": [
+                        {"id": a.id, "name": a.name, "aliases": list(a.aliases)} for a in home.areas
+                    ]
+                },
+            ),
+            (
+                "UNWIND $rows AS r MERGE (d:Device {id: r.id})"
+                " SET d.name = r.name, d.domain = r.domain, d.aliases = r.aliases",
+                {
+                    "rows": [
+                        {"id": d.id, "name": d.name, "domain": d.domain, "aliases": list(d.aliases)}
+                        for d in home.devices
+                    ]
+                },
+            ),
+            (
+                "UNWIND $rows AS r MATCH (d:Device {id: r.id}), (a:Area {id: r.area})"
+                " MERGE (d)-[:IN_AREA]->(a)",
+                {"rows": [{"id": d.id, "area": d.area} for d in home.devices if d.area]},
+            ),
+        ]
+        await self._write([s for s in statements if s[1].get("rows", True)], timeout_s)
+
+    async def snapshot(self, timeout_s: float) -> HomeGraph:
+        routes = await self._read(
+            "MATCH (i:Intent)-[:ROUTES_TO]->(t:Tool) RETURN i.name, t.name, t.queue", {}, timeout_s
+        )
+        policies = await self._read(
+            "MATCH (p:Policy)-[:GOVERNS]->(t:Tool) RETURN p.name, t.name, p.users, p.confirm",
+            {},
+            timeout_s,
+        )
+        areas = await self._read("MATCH (a:Area) RETURN a.id, a.name, a.aliases", {}, timeout_s)
+        devices = await self._read(
+            "MATCH (d:Device) OPTIONAL MATCH (d)-[:IN_AREA]->(a:Area)"
+            " RETURN d.id, d.name, a.id, d.domain, d.aliases",
+            {},
+            timeout_s,
+        )
+        return HomeGraph(
+            tuple(Route(*row) for row in routes),
+            tuple(Policy(n, t, tuple(u or ()), bool(c)) for n, t, u, c in policies),
+            tuple(Area(i, n, tuple(a or ())) for i, n, a in areas),
+            tuple(Device(i, n, a, d, tuple(al or ())) for i, n, a, d, al in devices),
+        ).sorted()
+
+    async def route(self, intent: str, timeout_s: float) -> Route | None:
+        rows = await self._read(
+            "MATCH (i:Intent {name: $intent})-[:ROUTES_TO]->(t:Tool) RETURN t.name, t.queue LIMIT 1",
+            {"intent": intent},
+            timeout_s,
+        )
+        return Route(intent, rows[0][0], rows[0][1]) if rows else None
+
+    async def policies(self, tool: str, timeout_s: float) -> list[Policy]:
+        rows = await self._read(
+            "MATCH (p:Policy)-[:GOVERNS]->(t:Tool {name: $tool}) RETURN p.name, p.users, p.confirm",
+            {"tool": tool},
+            timeout_s,
+        )
+        return [Policy(n, tool, tuple(u or ()), bool(c)) for n, u, c in rows]
+
+    async def write_traces(self, traces: list[DecisionTrace], timeout_s: float) -> None:
+        rows = [{**t.to_json(), "modes": list(t.modes)} for t in traces]
+        await self._write(
+            [
+                (
+                    "UNWIND $rows AS r MERGE (x:DecisionTrace {trace_id: r.trace_id})"
+                    " SET x.at = r.at, x.user = r.user, x.text = r.text, x.intent = r.intent,"
+                    " x.tool = r.tool, x.outcome = r.outcome, x.duration_ms = r.duration_ms,"
+                    " x.modes = r.modes",
+                    {"rows": rows},
+                )
+            ],
+            timeout_s,
+        )
+
+    async def count_traces(self, timeout_s: float) -> int:
+        rows = await self._read("MATCH (x:DecisionTrace) RETURN count(x)", {}, timeout_s)
+        return int(rows[0][0])
