@@ -69,8 +69,8 @@ class JobRegistry:
 # -- diagnostics --------------------------------------------------------------------------
 
 
-def _echo(_: JobContext, args: dict[str, Any]) -> Any:
-    return {"echo": args, "pid": os.getpid()}
+def _echo(ctx: JobContext, args: dict[str, Any]) -> Any:
+    return {"echo": args, "pid": os.getpid(), "hops": ctx.hops}
 
 
 def _sleep(_: JobContext, args: dict[str, Any]) -> Any:
