@@ -308,6 +308,9 @@ def gate_check() -> None:
 
 
 def main() -> None:
+    from denis.resilience.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(os.environ.get("DENIS_LOG_LEVEL", "WARNING"))  # to stderr; stdout is output
     app()
 
 

@@ -8,6 +8,7 @@ and devices. Written atomically (temp file and rename).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from denis.graph.model import Device, HomeGraph, PolicyDecision, Route
@@ -55,7 +56,7 @@ class LegacyCache:
         self._devices = index
         if persist:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._path.with_suffix(".tmp")
+            tmp = self._path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(home.to_json()), encoding="utf-8")
             tmp.replace(self._path)
 

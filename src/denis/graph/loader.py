@@ -62,7 +62,9 @@ def parse_home(text: str) -> HomeGraph:
     except yaml.YAMLError as exc:
         raise InvalidInputError(f"the home file is not valid YAML: {exc}") from exc
     except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+        fields = sorted(
+            {".".join(str(p) for p in err["loc"]) or "(top level)" for err in exc.errors()}
+        )
         raise InvalidInputError(f"the home file has invalid field(s): {', '.join(fields)}") from exc
     areas = {a.id for a in home.areas}
     unknown = sorted({d.area for d in home.devices if d.area and d.area not in areas})

@@ -77,9 +77,7 @@ async def open_graph_zone(
     )
     health.add_zone(GRAPH_ZONE, resolver.status)
     tasks = [
-        asyncio.create_task(
-            resolver.run_refresher(settings.cache_refresh_s, settings.query_timeout_s)
-        ),
+        asyncio.create_task(_keep_fresh(resolver, clock, settings.cache_refresh_s)),
         asyncio.create_task(traces.run()),
     ]
     try:
@@ -94,11 +92,27 @@ async def open_graph_zone(
         await store.close()
 
 
-async def _first_refresh(resolver: GraphResolver, clock: Clock) -> None:
-    """Fill the cache from the graph; a graph with no routes gets the default home (first run)."""
+async def _first_refresh(resolver: GraphResolver, clock: Clock) -> bool:
+    """Fill the cache from the graph; a graph with no routes gets the default home (first run).
+    False while that could not be done (the graph is down or slow): the refresher tries again."""
     deadline = Deadline.start(clock, _START_BUDGET_S)
     if not await resolver.refresh(deadline):
-        _log.warning("graph.unavailable_at_start", cached_routes=len(resolver.cache.home.routes))
-        return
+        _log.warning("graph.unavailable", cached_routes=len(resolver.cache.home.routes))
+        return False
     if not resolver.cache.home.routes:
-        await resolver.load(default_home(), deadline)
+        return await resolver.load(default_home(), deadline)
+    return True
+
+
+async def _keep_fresh(resolver: GraphResolver, clock: Clock, interval_s: float) -> None:
+    """Keep the legacy cache in step with the graph while it is healthy."""
+    seeded = bool(resolver.cache.home.routes)
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            if not seeded:
+                seeded = await _first_refresh(resolver, clock)
+            else:
+                await resolver.refresh(Deadline.start(clock, _START_BUDGET_S))
+        except Exception as exc:  # noqa: BLE001 - the refresher must outlive any one failure
+            _log.error("graph.refresh_failed", error=type(exc).__name__)

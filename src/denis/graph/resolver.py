@@ -11,7 +11,6 @@ step with the graph while it is healthy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -98,12 +97,6 @@ class GraphResolver:
     async def write_traces(self, traces: list[DecisionTrace], deadline: Deadline) -> bool:
         done = await self._call(lambda t: self.store.write_traces(traces, t), deadline)
         return done is not _DOWN
-
-    async def run_refresher(self, interval_s: float, budget_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            with contextlib.suppress(Exception):
-                await self.refresh(Deadline.start(self._clock, budget_s))
 
     async def _call(self, op: Callable[[float], Awaitable[T]], deadline: Deadline) -> T | object:
         timeout_s = deadline.timeout_s(self._timeout_s)

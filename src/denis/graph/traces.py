@@ -71,7 +71,10 @@ class TraceRecorder:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._flush_s)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any one flush
+                _log.error("decisiontrace.flush_failed", error=type(exc).__name__)
 
     async def flush(self) -> None:
         self._level.set(len(self._buffer))
@@ -83,7 +86,7 @@ class TraceRecorder:
                 await asyncio.to_thread(self._spill, batch)
                 break
         self._level.set(len(self._buffer))
-        if self._full and len(self._buffer) < self._capacity // 2:
+        if self._full and len(self._buffer) <= self._capacity // 2:
             self._full = False
         if not self._resolver.legacy:
             await self._write_back()
@@ -112,9 +115,9 @@ class TraceRecorder:
                 self._signals.count(Signal.DECISIONTRACE_DROPPED)
 
     async def _write_back(self) -> None:
-        if not self._spill_path.exists():
-            return
         replay = self._spill_path.with_suffix(".replaying")
+        if not self._spill_path.exists() and not replay.exists():
+            return
         if not replay.exists():
             with contextlib.suppress(OSError):
                 self._spill_path.replace(replay)
@@ -122,7 +125,7 @@ class TraceRecorder:
             lines = (await asyncio.to_thread(replay.read_text, encoding="utf-8")).splitlines()
         except OSError:
             return
-        traces = [DecisionTrace.from_json(json.loads(line)) for line in lines if line.strip()]
+        traces = [t for t in map(self._parse, lines) if t is not None]
         for start in range(
             0, min(len(traces), self._batch_size * _WRITE_BACK_BATCHES), self._batch_size
         ):
@@ -133,6 +136,16 @@ class TraceRecorder:
         rest = traces[self._batch_size * _WRITE_BACK_BATCHES :]
         await asyncio.to_thread(self._rewrite, replay, rest)
         _log.info("decisiontrace.written_back", count=len(traces) - len(rest))
+
+    def _parse(self, line: str) -> DecisionTrace | None:
+        """One line of the log; a torn one (a crash mid-append) is counted as dropped."""
+        if not line.strip():
+            return None
+        try:
+            return DecisionTrace.from_json(json.loads(line))
+        except (ValueError, TypeError):
+            self._signals.count(Signal.DECISIONTRACE_DROPPED)
+            return None
 
     def _rewrite(self, path: Path, traces: list[DecisionTrace]) -> None:
         if not traces:
