@@ -7,6 +7,8 @@ uses. Tests pass their own responder, clock, detector or metrics registry here.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
@@ -15,16 +17,73 @@ from prometheus_client import CollectorRegistry
 
 from denis.api import Services, build_api
 from denis.async_plane import JobRegistry, default_registry, open_async_plane, run_worker
-from denis.graph import open_graph_zone
-from denis.resilience import Clock, HealthBoard, MonotonicClock, Signals
+from denis.errors import DenisError
+from denis.graph import GRAPH_ZONE, DecisionTrace, GraphZone, open_graph_zone
+from denis.resilience import Clock, Deadline, HealthBoard, MonotonicClock, Signals
 from denis.resilience.metrics import Metrics
 from denis.settings import Settings
-from denis.sync_plane import InjectionDetector, Responder, open_sync_plane
+from denis.sync_plane import (
+    ChatPipeline,
+    InjectionDetector,
+    Responder,
+    TurnReply,
+    TurnRequest,
+    open_sync_plane,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["build_registry", "create_app", "worker_main"]
+__all__ = ["TracedPipeline", "build_registry", "create_app", "worker_main"]
+
+_TRACE_TEXT_CHARS = 500
+
+
+class TracedPipeline:
+    """The sync plane's pipeline, recording one DecisionTrace per turn in the graph zone.
+
+    Where zones 1 and 3 meet: the trace goes to the graph's non-blocking buffer (never awaited),
+    and a turn answered while the graph is in legacy mode says so in ``degraded``.
+    """
+
+    def __init__(self, pipeline: ChatPipeline, graph: GraphZone, clock: Clock) -> None:
+        self._pipeline = pipeline
+        self._graph = graph
+        self._clock = clock
+
+    async def run(self, request: TurnRequest, deadline: Deadline) -> TurnReply:
+        started_s = self._clock.now_s()
+        try:
+            reply = await self._pipeline.run(request, deadline)
+        except DenisError as exc:
+            self._record(request, "none", exc.code, started_s, ())
+            raise
+        if self._graph.resolver.legacy:
+            reply = dataclasses.replace(reply, degraded=sorted({*reply.degraded, GRAPH_ZONE}))
+        self._record(request, reply.intent, "ok", started_s, tuple(reply.degraded))
+        return reply
+
+    def _record(
+        self,
+        request: TurnRequest,
+        intent: str,
+        outcome: str,
+        started_s: float,
+        modes: tuple[str, ...],
+    ) -> None:
+        self._graph.traces.record(
+            DecisionTrace(
+                trace_id=request.trace_id,
+                at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                user=request.principal.user,
+                text=request.text[:_TRACE_TEXT_CHARS],
+                intent=intent,
+                tool=None,
+                outcome=outcome,
+                duration_ms=round((self._clock.now_s() - started_s) * 1000, 3),
+                modes=modes,
+            )
+        )
 
 
 def build_registry() -> JobRegistry:
@@ -76,7 +135,7 @@ def create_app(
             )
             yield Services(
                 settings=settings.api,
-                pipeline=sync.pipeline,
+                pipeline=TracedPipeline(sync.pipeline, graph, used_clock),
                 tokens=sync.tokens,
                 health=health,
                 signals=signals,
