@@ -12,11 +12,13 @@ ignore time limits). The soft limit raises inside the job and counts as a failed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,11 @@ from celery import Celery, Task
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure, worker_ready, worker_shutdown
 from kombu import Queue as KombuQueue
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem as kombu_filesystem
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import dumps
 
 from denis.async_plane.ledger import JobLedger
 from denis.async_plane.queues import POLICIES, Queue
@@ -50,6 +57,74 @@ _log = structlog.get_logger("denis.async_plane")
 
 def broker_dir(settings: AsyncSettings) -> Path:
     return settings.data_dir / "broker"
+
+
+class _RedisQoS(kombu_redis.QoS):
+    """kombu's Redis QoS forgets a delivery only once Redis confirmed its ack. An ack that
+    fails while the broker is down or hung leaves the message counted against the prefetch
+    limit for ever: after ``concurrency`` such acks the worker never asks Redis for work
+    again, so it never even notices the lost connection, and it stalls with a live heartbeat
+    (seen in the async chaos tests). Forget the delivery anyway: Redis restores a message
+    whose ack was lost after its visibility timeout, and the ledger's claim then answers the
+    finished job instead of running it again."""
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            super().ack(delivery_tag)
+        except Exception:
+            virtual.QoS.ack(self, delivery_tag)
+            raise
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:  # noqa: FBT001, FBT002
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except Exception:
+            virtual.QoS.ack(self, delivery_tag)
+            raise
+
+
+class _RedisChannel(kombu_redis.Channel):
+    QoS = _RedisQoS
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport with ``_RedisQoS``; chosen for ``redis://`` broker URLs."""
+
+    Channel = _RedisChannel
+
+
+class _FilesystemChannel(kombu_filesystem.Channel):
+    """kombu's file queue writes a message straight into its final ``*.msg`` name. When the
+    write fails (a full disk) it leaves an empty or truncated file behind, and a worker that
+    picks it up dies with an unrecoverable ``JSONDecodeError`` (seen in the async chaos tests;
+    a reader can also catch a file half-written). Here a message is written under a name no
+    consumer reads, then renamed into the queue: a consumer sees a whole message or none."""
+
+    def _put(self, queue: str, payload: dict[str, Any], **_: Any) -> None:  # type: ignore[override]
+        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = Path(self.data_folder_out) / name
+        partial = final.with_name(f"{name}.partial")
+        try:
+            partial.write_bytes(dumps(payload).encode())
+            partial.replace(final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise ChannelError(f"Cannot add file {str(final)!r} to directory") from exc
+
+
+class FilesystemTransport(kombu_filesystem.Transport):
+    """kombu's file-queue transport with ``_FilesystemChannel``; the embedded default."""
+
+    Channel = _FilesystemChannel
+
+
+def _transport(url: str) -> str | None:
+    if url.startswith("redis://"):
+        return f"{__name__}:RedisTransport"
+    if url.startswith("filesystem://"):
+        return f"{__name__}:FilesystemTransport"
+    return None
 
 
 def _broker(settings: AsyncSettings) -> tuple[str, dict[str, Any]]:
@@ -82,6 +157,7 @@ def make_celery(settings: AsyncSettings, runner: JobRunner) -> Celery:
     app = Celery("denis", set_as_current=False)
     app.conf.update(
         broker_url=url,
+        broker_transport=_transport(url),
         broker_transport_options=transport_options,
         broker_connection_timeout=settings.broker_timeout_s,
         broker_connection_retry_on_startup=True,

@@ -118,7 +118,7 @@ class Dispatcher:
         ):
             if not wait:
                 return JobOutcome(key, "queued", spec.queue.value, inline=False)
-            return await self._await_result(spec, key, deadline)
+            return await self._await_result(spec, args, key, hops, deadline)
         return await self._run_inline(spec, args, key, hops, deadline, wait=wait)
 
     async def _publish(
@@ -149,7 +149,12 @@ class Dispatcher:
         self._monitor.broker_ok()
         return True
 
-    async def _await_result(self, spec: JobSpec, key: str, deadline: Deadline) -> JobOutcome:
+    async def _await_result(
+        self, spec: JobSpec, args: dict[str, Any], key: str, hops: int, deadline: Deadline
+    ) -> JobOutcome:
+        """Wait for a worker to finish the job. If the broker fails before any worker claimed
+        it, the message may be lost (killed broker) or stuck (hung broker): run it here; the
+        claim keeps the effect to one if the message is delivered after all."""
         ledger = self._runner.ledger
         while deadline.remaining_s() > _REPLY_MARGIN_S:
             record = await self._blocking(partial(ledger.get, key), deadline)
@@ -162,6 +167,8 @@ class Dispatcher:
                     result=record.result,
                     error=record.error,
                 )
+            if self._monitor.broker_down and (record is None or record.state == "pending"):
+                return await self._run_inline(spec, args, key, hops, deadline, wait=True)
             await asyncio.sleep(_POLL_S)
         return JobOutcome(key, "queued", spec.queue.value, inline=False)
 
