@@ -240,6 +240,9 @@ class DenisProcess:
             "DENIS_PORT": str(self.port),
             "DENIS_HOST": "127.0.0.1",
             "DENIS_LOG_LEVEL": "WARNING",
+            # Several API processes share one data dir in the tests; the embedded graph is
+            # owned by one process, so each gets its own in memory (a test can override).
+            "DENIS_GRAPH_EMBEDDED_PATH": ":memory:",
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -235,13 +235,11 @@ def sweep_journal(app: Celery, ledger: JobLedger, settings: AsyncSettings) -> in
     redispatched = 0
     for record in ledger.stale(Queue.TOOLS_MUT.value, settings.journal_stale_after_s):
         if record.redispatches >= MAX_REDISPATCHES:
-            bury(
-                ledger,
-                record.key,
-                f"lost {record.redispatches} times",
-                name=record.name,
-                queue=record.queue,
-            )
+            # A job whose runner died this often is poison; one only waiting in a backlog is
+            # not lost: its copies are still queued, and the claim runs it once.
+            if record.state == "running":
+                reason = f"its worker died {record.redispatches} times"
+                bury(ledger, record.key, reason, name=record.name, queue=record.queue)
             continue
         ledger.mark_redispatched(record.key)
         app.send_task(

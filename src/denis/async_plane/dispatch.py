@@ -195,6 +195,8 @@ class Dispatcher:
             self._background.add(future)  # a thread cannot be cancelled; it finishes on its own
             future.add_done_callback(self._background.discard)
             return JobOutcome(key, "running", spec.queue.value, inline=True)
+        if result.state == "busy":  # a worker holds the claim: its result is the answer
+            return await self._await_result(spec, args, key, hops, deadline)
         return JobOutcome(
             key,
             result.state,

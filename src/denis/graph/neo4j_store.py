@@ -37,11 +37,24 @@ class Neo4jGraphStore(CypherStore):
             max_transaction_retry_time=0,
             liveness_check_timeout=None,
         )
+        self._abandoned: set[asyncio.Future[Any]] = set()  # strong refs until they finish
 
     async def _run(self, fn: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+        # The driver works in a task of its own, cancelled at our timeout while we return at
+        # once. Cancelling the caller instead (asyncio.timeout) is not safe with this driver:
+        # when a cancellation lands in one of its one-cycle sleeps it cancels the current task
+        # again, so a CancelledError, not a TimeoutError, escaped into the request.
+        work = asyncio.ensure_future(fn())
         try:
-            async with asyncio.timeout(timeout_s):
-                return await fn()
+            done, _ = await asyncio.wait((work,), timeout=timeout_s)
+        except asyncio.CancelledError:
+            self._abandon(work)
+            raise
+        if not done:
+            self._abandon(work)
+            raise GraphError("Neo4j did not answer in time", Signal.NEO4J_QUERY_TIMEOUT)
+        try:
+            return work.result()
         except TimeoutError as exc:
             raise GraphError("Neo4j did not answer in time", Signal.NEO4J_QUERY_TIMEOUT) from exc
         except neo4j_errors.ConnectionAcquisitionTimeoutError as exc:
@@ -77,5 +90,18 @@ class Neo4jGraphStore(CypherStore):
 
         await self._run(write, timeout_s)
 
+    def _abandon(self, work: asyncio.Future[Any]) -> None:
+        """Cancel a driver call nobody waits for any more; it cleans up in the background."""
+        work.cancel()
+        self._abandoned.add(work)
+        work.add_done_callback(_forget)
+        work.add_done_callback(self._abandoned.discard)
+
     async def close(self) -> None:
         await self._driver.close()
+
+
+def _forget(work: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome, so asyncio does not log it as never retrieved."""
+    if not work.cancelled():
+        work.exception()

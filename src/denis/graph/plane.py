@@ -15,7 +15,7 @@ from denis.graph.embedded_store import EmbeddedGraphStore
 from denis.graph.loader import default_home
 from denis.graph.neo4j_store import Neo4jGraphStore
 from denis.graph.resolver import GRAPH_ZONE, GraphResolver
-from denis.graph.store import GraphStore
+from denis.graph.store import GraphStore, UnavailableStore
 from denis.graph.traces import TraceRecorder
 from denis.resilience import CircuitBreaker, Clock, Deadline, HealthBoard, Signals
 from denis.settings import GraphSettings
@@ -33,11 +33,16 @@ class GraphZone:
 
 
 async def open_graph_store(settings: GraphSettings) -> tuple[GraphStore, str]:
+    """The configured store. An embedded database that cannot be opened (another process
+    holds its lock, a bad path) gives a store that is down: Denis starts in legacy mode."""
     if settings.url:
         return Neo4jGraphStore(settings), "neo4j"
     path = settings.embedded_path or settings.data_dir / "graph" / "db"
-    store = await EmbeddedGraphStore(path).open()
-    return store, "embedded"
+    try:
+        return await EmbeddedGraphStore(path).open(), "embedded"
+    except RuntimeError as exc:
+        _log.error("graph.embedded_unavailable", error=str(exc)[:300])
+        return UnavailableStore(f"the embedded graph could not be opened: {exc}"), "embedded"
 
 
 @asynccontextmanager

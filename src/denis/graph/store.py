@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from denis.graph.model import Area, DecisionTrace, Device, HomeGraph, Policy, Route
 from denis.resilience import Signal
 
-__all__ = ["CypherStore", "GraphError", "GraphStore"]
+__all__ = ["CypherStore", "GraphError", "GraphStore", "UnavailableStore"]
 
 
 class GraphError(Exception):
@@ -164,3 +164,19 @@ class CypherStore:
     async def count_traces(self, timeout_s: float) -> int:
         rows = await self._read("MATCH (x:DecisionTrace) RETURN count(x)", {}, timeout_s)
         return int(rows[0][0])
+
+
+class UnavailableStore(CypherStore):
+    """A store that could not be opened: every call fails, so the zone stays in legacy mode."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def _read(self, query: str, params: dict[str, Any], timeout_s: float) -> list[list[Any]]:  # noqa: ARG002
+        raise GraphError(self._reason, Signal.NEO4J_CONNECT_ERROR)
+
+    async def _write(self, statements: list[Statement], timeout_s: float) -> None:  # noqa: ARG002
+        raise GraphError(self._reason, Signal.NEO4J_CONNECT_ERROR)
+
+    async def close(self) -> None:
+        return None
