@@ -2,7 +2,11 @@
 
 The default when no ``DENIS_GRAPH_URL`` is set, so ``make run`` needs no server. LadybugDB's
 API is synchronous: every call runs on one dedicated thread (its connection is not shared
-across threads) under our own timeout. The database is owned by one process (the API).
+across threads) under our own timeout, so no caller waits past it. The engine is also asked to
+stop such a query (``set_query_timeout`` and ``interrupt``), but a query spent in one long
+operator (e.g. ``UNWIND range(1, 10^9)``) runs to its end and holds the thread meanwhile, so
+later calls time out too until it finishes. The database is owned by one process (the API);
+another process opening it gets a lock error (and starts in legacy mode).
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ _SCHEMA = (
 
 
 class EmbeddedGraphStore(CypherStore):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, query_timeout_s: float = 2.0) -> None:
         self._path = path
+        self._query_timeout_ms = max(1, int(query_timeout_s * 1000))
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denis-graph")
         self._conn: ladybug.Connection | None = None
 
@@ -50,12 +55,15 @@ class EmbeddedGraphStore(CypherStore):
         self._conn = ladybug.Connection(ladybug.Database(str(self._path)))
         for statement in _SCHEMA:
             self._conn.execute(statement)
+        self._conn.set_query_timeout(self._query_timeout_ms)
 
     async def _run(self, fn: Any, timeout_s: float) -> Any:
         try:
             async with asyncio.timeout(timeout_s):
                 return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
         except TimeoutError as exc:
+            if self._conn is not None:
+                self._conn.interrupt()  # free the one thread for the next call
             raise GraphError("the embedded graph timed out", Signal.NEO4J_QUERY_TIMEOUT) from exc
         except RuntimeError as exc:
             raise GraphError(f"the embedded graph failed: {exc}") from exc

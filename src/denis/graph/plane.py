@@ -39,7 +39,7 @@ async def open_graph_store(settings: GraphSettings) -> tuple[GraphStore, str]:
         return Neo4jGraphStore(settings), "neo4j"
     path = settings.embedded_path or settings.data_dir / "graph" / "db"
     try:
-        return await EmbeddedGraphStore(path).open(), "embedded"
+        return await EmbeddedGraphStore(path, settings.query_timeout_s).open(), "embedded"
     except RuntimeError as exc:
         _log.error("graph.embedded_unavailable", error=str(exc)[:300])
         return UnavailableStore(f"the embedded graph could not be opened: {exc}"), "embedded"
