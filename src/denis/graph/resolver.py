@@ -115,7 +115,8 @@ class GraphResolver:
             self._enter_legacy(exc)
             return _DOWN
         self.breaker.record_success(permit)
-        self._leave_legacy()
+        if self.breaker.state == "closed":  # not a late success from before the breaker opened
+            self._leave_legacy()
         return result
 
     def _enter_legacy(self, exc: GraphError) -> None:

@@ -9,6 +9,7 @@ a driver exception.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from denis.graph.model import Area, DecisionTrace, Device, HomeGraph, Policy, Route
@@ -108,20 +109,30 @@ class CypherStore:
         await self._write([s for s in statements if s[1].get("rows", True)], timeout_s)
 
     async def snapshot(self, timeout_s: float) -> HomeGraph:
+        """Four reads sharing one ``timeout_s``, not one each."""
+        ends_s = time.monotonic() + timeout_s
+
+        def left() -> float:
+            remaining = ends_s - time.monotonic()
+            if remaining <= 0:
+                raise GraphError("the snapshot ran out of time", Signal.NEO4J_QUERY_TIMEOUT)
+            return remaining
+
+        timeout_s = left()
         routes = await self._read(
             "MATCH (i:Intent)-[:ROUTES_TO]->(t:Tool) RETURN i.name, t.name, t.queue", {}, timeout_s
         )
         policies = await self._read(
             "MATCH (p:Policy)-[:GOVERNS]->(t:Tool) RETURN p.name, t.name, p.users, p.confirm",
             {},
-            timeout_s,
+            left(),
         )
-        areas = await self._read("MATCH (a:Area) RETURN a.id, a.name, a.aliases", {}, timeout_s)
+        areas = await self._read("MATCH (a:Area) RETURN a.id, a.name, a.aliases", {}, left())
         devices = await self._read(
             "MATCH (d:Device) OPTIONAL MATCH (d)-[:IN_AREA]->(a:Area)"
             " RETURN d.id, d.name, a.id, d.domain, d.aliases",
             {},
-            timeout_s,
+            left(),
         )
         return HomeGraph(
             tuple(Route(*row) for row in routes),

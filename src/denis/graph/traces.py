@@ -83,7 +83,11 @@ class TraceRecorder:
                 self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))
             ]
             if not await self._write(batch):
-                await asyncio.to_thread(self._spill, batch)
+                # The graph is down: the whole buffer goes to the log in one step, so it never
+                # fills up (which would put file writes on the request path).
+                rest = batch + list(self._buffer)
+                self._buffer.clear()
+                await asyncio.to_thread(self._spill, rest)
                 break
         self._level.set(len(self._buffer))
         if self._full and len(self._buffer) <= self._capacity // 2:
