@@ -43,13 +43,18 @@ class TracedPipeline:
     """The sync plane's pipeline, recording one DecisionTrace per turn in the graph zone.
 
     Where zones 1 and 3 meet: the trace goes to the graph's non-blocking buffer (never awaited),
-    and a turn answered while the graph is in legacy mode says so in ``degraded``.
+    and a turn answered while the graph is in legacy mode says so in ``degraded``. Each turn's
+    outcome and duration also go to ``denis_chat_requests_total`` and
+    ``denis_chat_latency_seconds``.
     """
 
-    def __init__(self, pipeline: ChatPipeline, graph: GraphZone, clock: Clock) -> None:
+    def __init__(
+        self, pipeline: ChatPipeline, graph: GraphZone, clock: Clock, metrics: Metrics
+    ) -> None:
         self._pipeline = pipeline
         self._graph = graph
         self._clock = clock
+        self._metrics = metrics
 
     async def run(self, request: TurnRequest, deadline: Deadline) -> TurnReply:
         started_s = self._clock.now_s()
