@@ -76,6 +76,9 @@ class TracedPipeline:
         started_s: float,
         modes: tuple[str, ...],
     ) -> None:
+        elapsed_s = self._clock.now_s() - started_s
+        self._metrics.chat_requests_total.labels(outcome=outcome).inc()
+        self._metrics.chat_latency_seconds.observe(elapsed_s)
         self._graph.traces.record(
             DecisionTrace(
                 trace_id=request.trace_id,
@@ -85,7 +88,7 @@ class TracedPipeline:
                 intent=intent,
                 tool=None,
                 outcome=outcome,
-                duration_ms=round((self._clock.now_s() - started_s) * 1000, 3),
+                duration_ms=round(elapsed_s * 1000, 3),
                 modes=modes,
             )
         )
@@ -140,7 +143,7 @@ def create_app(
             )
             yield Services(
                 settings=settings.api,
-                pipeline=TracedPipeline(sync.pipeline, graph, used_clock),
+                pipeline=TracedPipeline(sync.pipeline, graph, used_clock, signals.metrics),
                 tokens=sync.tokens,
                 health=health,
                 signals=signals,
