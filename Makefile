@@ -52,7 +52,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
+bench: $(STAMP) neo4j-launcher
 	bash scripts/install-test-deps.sh
 	$(BIN)/python benchmarks/run_all.py
 
