@@ -5,7 +5,7 @@ holds a reviewed copy with the reading of each verdict. Each benchmark measures 
 a baseline taken in the same run, so results from a noisy machine still compare.
 
 Run: ``make bench``, or
-``.venv/bin/python benchmarks/run_all.py [pipeline|redis_hung|memory|dispatch]``.
+``.venv/bin/python benchmarks/run_all.py [pipeline|redis_hung|memory|dispatch|graph]``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import bench_dispatch
+import bench_graph
 import bench_limiter_memory
 import bench_pipeline
 import bench_redis_hung
@@ -25,6 +26,10 @@ BENCHMARKS = {
     "redis_hung": ("2. p99 with Redis hung, after the breaker opened", bench_redis_hung.run),
     "memory": ("3. Memory of the in-memory rate limiter", bench_limiter_memory.run),
     "dispatch": ("4. Async plane: dispatch cost, and a hung Redis broker", bench_dispatch.run),
+    "graph": (
+        "5. Graph zone: route resolution, DecisionTrace enqueue and writer",
+        bench_graph.run,
+    ),
 }
 
 

@@ -17,8 +17,20 @@ from starlette.requests import ClientDisconnect, Request
 
 from denis.errors import DeadlineExceededError, InvalidInputError, TooLargeError
 from denis.resilience import Deadline
+from denis.sync_plane import TurnReply
 
-__all__ = ["ChatMessage", "parse_chat_message", "parse_json", "read_body"]
+__all__ = [
+    "ChatMessage",
+    "encode_json",
+    "parse_chat_message",
+    "parse_json",
+    "read_body",
+    "reply_fields",
+]
+
+# The same bytes as Starlette's ``JSONResponse.render``; built once, where ``json.dumps`` with
+# these options would build an encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 class ChatMessage(BaseModel):
@@ -76,3 +88,20 @@ def parse_chat_message(data: Any, max_text_chars: int) -> ChatMessage:
     if not message.text.strip():
         raise InvalidInputError("text must not be empty")
     return message
+
+
+def reply_fields(reply: TurnReply) -> dict[str, Any]:
+    """The reply as ``dataclasses.asdict`` gives it (same keys, same order), for a fraction of
+    the cost: ``asdict`` deep-copies field by field."""
+    return {
+        "reply": reply.reply,
+        "lang": reply.lang,
+        "intent": reply.intent,
+        "trace_id": reply.trace_id,
+        "degraded": list(reply.degraded),
+        "audio_url": reply.audio_url,
+    }
+
+
+def encode_json(content: Any) -> bytes:
+    return _ENCODER.encode(content).encode("utf-8")

@@ -8,14 +8,13 @@ server (``ws_max_frame_bytes``) and checked again here.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import JsonValue
 
-from denis.api.body import parse_chat_message, parse_json
+from denis.api.body import parse_chat_message, parse_json, reply_fields
 from denis.api.deps import get_services
 from denis.api.errors import close_code_for, error_body
 from denis.api.services import Services
@@ -101,9 +100,7 @@ async def _converse(
                 ),
                 deadline,
             )
-            await websocket.send_json(
-                {"type": "reply", "id": message_id, **dataclasses.asdict(reply)}
-            )
+            await websocket.send_json({"type": "reply", "id": message_id, **reply_fields(reply)})
         except DenisError as exc:
             body: dict[str, Any] = {
                 "type": "error",

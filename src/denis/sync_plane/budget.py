@@ -14,16 +14,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from cachetools import TTLCache
 from redis.asyncio import Redis
 
 from denis.errors import BudgetExceededError
 from denis.resilience import Clock, Deadline, MonotonicClock, Signal, Signals
 from denis.sync_plane.constants import BUDGET_KEY_TTL_S, BUDGET_PREFIX
 from denis.sync_plane.redis_link import MISSING, RedisLink
+from denis.sync_plane.ttl_lru import TtlLru
 
 __all__ = [
     "BudgetGate",
@@ -87,23 +88,24 @@ class RedisBudgetStore:
 
 class MemoryBudgetStore:
     def __init__(self, *, max_keys: int, clock: Clock) -> None:
-        self._used: TTLCache[str, int] = TTLCache(
-            maxsize=max_keys, ttl=BUDGET_KEY_TTL_S, timer=clock.now_s
-        )
+        self._clock = clock
+        self._used: TtlLru[str, int] = TtlLru(max_keys=max_keys, ttl_s=BUDGET_KEY_TTL_S)
 
     async def reserve(self, key: str, tokens: int, limit: int) -> tuple[bool, int]:
-        used = self._used.get(key, 0)
+        now_s = self._clock.now_s()
+        used = self._used.get(key, now_s) or 0
         if used + tokens > limit:
             return False, used
-        self._used[key] = used + tokens
+        self._used.set(key, used + tokens, now_s)
         return True, used + tokens
 
     async def adjust(self, key: str, delta: int) -> int:
         return self.release_now(key, -delta)
 
     def release_now(self, key: str, tokens: int) -> int:
-        used = max(0, self._used.get(key, 0) - tokens)
-        self._used[key] = used
+        now_s = self._clock.now_s()
+        used = max(0, (self._used.get(key, now_s) or 0) - tokens)
+        self._used.set(key, used, now_s)
         return used
 
 
@@ -114,8 +116,7 @@ class Reservation:
     backend: Literal["redis", "memory"]
 
 
-def _utc_day() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+_DAY_S = 86_400  # a UTC day in POSIX time, which has no leap seconds
 
 
 class BudgetGate:
@@ -136,10 +137,16 @@ class BudgetGate:
         self._reply_reserve = reply_reserve_tokens
         self._signals = signals
         self._refunds: set[asyncio.Task[None]] = set()
+        self._day_number = -1
+        self._day = ""
 
     async def reserve(self, user: str, text: str, deadline: Deadline) -> Reservation:
-        key = f"{user}:{_utc_day()}"
-        tokens = count_tokens(text) + self._reply_reserve
+        return await self.reserve_counted(user, count_tokens(text), deadline)
+
+    async def reserve_counted(self, user: str, text_tokens: int, deadline: Deadline) -> Reservation:
+        """``reserve`` for a text whose tokens the caller has counted already."""
+        key = f"{user}:{self._utc_day()}"
+        tokens = text_tokens + self._reply_reserve
         if self._redis is not None and self._link is not None:
             redis = self._redis
             result = await self._link.attempt(
@@ -172,6 +179,14 @@ class BudgetGate:
         task = asyncio.get_running_loop().create_task(self.settle(reservation, 0, deadline))
         self._refunds.add(task)
         task.add_done_callback(self._refunds.discard)
+
+    def _utc_day(self) -> str:
+        """Today's date in UTC as ``YYYYMMDD``, formatted once a day rather than per turn."""
+        day_number = int(time.time() // _DAY_S)
+        if day_number != self._day_number:
+            midnight = dt.datetime.fromtimestamp(day_number * _DAY_S, dt.UTC)
+            self._day_number, self._day = day_number, midnight.strftime("%Y%m%d")
+        return self._day
 
     def _admit(self, result: tuple[bool, int], reservation: Reservation) -> Reservation:
         granted, used = result

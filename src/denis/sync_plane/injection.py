@@ -87,12 +87,13 @@ class RuleInjectionDetector:
         self._rules = [
             (name, re.compile(rx, re.IGNORECASE | re.DOTALL)) for name, rx in source.items()
         ]
+        self._passed = GateVerdict(blocked=False, score=0.0, layer=self.layer)  # frozen: shared
 
     def inspect(self, text: str) -> GateVerdict:
         for name, pattern in self._rules:
             if pattern.search(text):
                 return GateVerdict(blocked=True, score=1.0, layer=self.layer, rule=name)
-        return GateVerdict(blocked=False, score=0.0, layer=self.layer)
+        return self._passed
 
 
 class InjectionGate:

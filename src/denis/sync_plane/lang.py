@@ -133,8 +133,8 @@ def detect_lang(text: str, default: Lang = "en") -> Lang:
     if "¿" in lowered or "¡" in lowered or "ñ" in lowered:
         return "es"
     words = _WORD.findall(lowered)
-    es = sum(w in _ES for w in words) + sum(ch in "áéíóú" for ch in lowered)
-    en = sum(w in _EN for w in words)
+    es = sum(map(_ES.__contains__, words)) + sum(map(lowered.count, "áéíóú"))
+    en = sum(map(_EN.__contains__, words))
     if es > en:
         return "es"
     if en > es:

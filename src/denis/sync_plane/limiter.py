@@ -4,9 +4,9 @@
   call (INCR + EXPIRE) per check, keys with TTLs, under ``denis:rl``.
 - ``MemoryRateLimiter`` is the per-process fallback. It is ours, not ``limits``'s
   ``MemoryStorage``, because that one keeps every key it has seen until its window ends and has
-  no cap; ours is a ``cachetools.TTLCache`` per window length, so memory stays bounded however
-  many users and addresses it sees (past ``max_keys`` the least recently used key is forgotten,
-  which fails open for that key, never closed).
+  no cap; ours is a ``TtlLru`` (``cachetools.TTLCache``'s policy, cheaper) per window length, so
+  memory stays bounded however many users and addresses it sees (past ``max_keys`` the least
+  recently used key is forgotten, which fails open for that key, never closed).
 - ``FailoverRateLimiter`` tries Redis through the ``RedisLink`` and falls back in-line.
 """
 
@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from cachetools import TTLCache
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
@@ -26,6 +25,7 @@ from redis.asyncio import ConnectionPool
 from denis.resilience import Clock, Deadline
 from denis.sync_plane.constants import RATE_LIMIT_PREFIX
 from denis.sync_plane.redis_link import MISSING, RedisLink
+from denis.sync_plane.ttl_lru import TtlLru
 
 __all__ = [
     "FailoverRateLimiter",
@@ -45,18 +45,16 @@ class RateRule:
 
     name: str
     item: RateLimitItem
+    amount: int = field(init=False)
+    window_s: int = field(init=False)
+
+    def __post_init__(self) -> None:  # read once here, not from ``item`` on every hit
+        object.__setattr__(self, "amount", int(self.item.amount))
+        object.__setattr__(self, "window_s", int(self.item.get_expiry()))
 
     @classmethod
     def parse(cls, name: str, text: str) -> RateRule:
         return cls(name, parse(text))
-
-    @property
-    def amount(self) -> int:
-        return int(self.item.amount)
-
-    @property
-    def window_s(self) -> int:
-        return int(self.item.get_expiry())
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +62,10 @@ class RateVerdict:
     allowed: bool
     retry_after_s: float = 0.0
     backend: Backend = "memory"
+
+
+_ALLOWED_ON_REDIS = RateVerdict(allowed=True, backend="redis")
+_ALLOWED_IN_MEMORY = RateVerdict(allowed=True, backend="memory")
 
 
 class RateLimiter(Protocol):
@@ -82,7 +84,7 @@ class RedisRateLimiter:
 
     async def hit(self, rule: RateRule, key: str) -> RateVerdict:
         if await self._strategy.hit(rule.item, rule.name, key):
-            return RateVerdict(allowed=True, backend="redis")
+            return _ALLOWED_ON_REDIS
         stats = await self._strategy.get_window_stats(rule.item, rule.name, key)
         retry_after_s = max(1.0, math.ceil(stats.reset_time - time.time()))
         return RateVerdict(allowed=False, retry_after_s=retry_after_s, backend="redis")
@@ -92,31 +94,32 @@ class MemoryRateLimiter:
     def __init__(self, *, max_keys: int, clock: Clock) -> None:
         self._max_keys = max_keys
         self._clock = clock
-        self._windows: dict[int, TTLCache[str, list[float]]] = {}
+        self._windows: dict[int, TtlLru[str, list[float]]] = {}
 
     def __len__(self) -> int:
-        return sum(len(cache) for cache in self._windows.values())
+        now_s = self._clock.now_s()
+        return sum(counts.live_count(now_s) for counts in self._windows.values())
 
     async def hit(self, rule: RateRule, key: str) -> RateVerdict:
         return self.hit_now(rule, key)
 
     def hit_now(self, rule: RateRule, key: str) -> RateVerdict:
         window_s = rule.window_s
-        cache = self._windows.get(window_s)
-        if cache is None:
-            cache = TTLCache(maxsize=self._max_keys, ttl=window_s, timer=self._clock.now_s)
-            self._windows[window_s] = cache
+        counts = self._windows.get(window_s)
+        if counts is None:
+            counts = TtlLru(max_keys=self._max_keys, ttl_s=window_s)
+            self._windows[window_s] = counts
         now_s = self._clock.now_s()
         slot = f"{rule.name}/{rule.amount}/{key}"
-        entry = cache.get(slot)  # [count, window start]; mutated in place so its TTL holds
+        entry = counts.get(slot, now_s)  # [count, window start]; mutated in place so its TTL holds
         if entry is None or entry[1] + window_s <= now_s:
             entry = [0.0, now_s]
-            cache[slot] = entry
+            counts.set(slot, entry, now_s)
         if entry[0] >= rule.amount:
             retry_after_s = max(1.0, math.ceil(entry[1] + window_s - now_s))
             return RateVerdict(allowed=False, retry_after_s=retry_after_s, backend="memory")
         entry[0] += 1
-        return RateVerdict(allowed=True, backend="memory")
+        return _ALLOWED_IN_MEMORY
 
 
 class FailoverRateLimiter:

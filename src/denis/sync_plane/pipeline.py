@@ -99,11 +99,13 @@ class ChatPipeline:
             self._timed_out(deadline)
 
     async def _handle(self, request: TurnRequest, deadline: Deadline) -> TurnReply:
-        degraded: set[str] = set()
-        await self._rate_limit(request, deadline, degraded)
-        reservation = await self._budget.reserve(request.principal.user, request.text, deadline)
+        degraded = await self._rate_limit(request, deadline)
+        text_tokens = count_tokens(request.text)  # counted once: the reservation and the settle
+        reservation = await self._budget.reserve_counted(
+            request.principal.user, text_tokens, deadline
+        )
         if reservation.backend == "memory" and self._redis_configured:
-            degraded.add(SYNC_ZONE)
+            degraded = True
         lang = request.lang or detect_lang(request.text)
         turn = Turn(
             request.text,
@@ -121,40 +123,51 @@ class ChatPipeline:
             raise
         used = reply.tokens_used
         if used is None:
-            used = count_tokens(request.text) + count_tokens(reply.text)
+            used = text_tokens + count_tokens(reply.text)
         await self._budget.settle(reservation, used, deadline)
+        zones = (reply.degraded | {SYNC_ZONE}) if degraded else reply.degraded
         return TurnReply(
             reply=reply.text,
             lang=lang,
             intent=reply.intent,
             trace_id=request.trace_id,
-            degraded=sorted(degraded | reply.degraded),
+            degraded=sorted(zones),
             audio_url=reply.audio_url,
         )
 
-    async def _rate_limit(
-        self, request: TurnRequest, deadline: Deadline, degraded: set[str]
-    ) -> None:
+    async def _rate_limit(self, request: TurnRequest, deadline: Deadline) -> bool:
+        """Hit the client's, then the user's limit; ``True`` if either ran on memory while
+        Redis is configured (the turn is degraded)."""
+        degraded = False
         for rule, key in (
             (self._rules.client, request.client_addr),
             (self._rules.user, request.principal.user),
         ):
             verdict = await self._limiter.hit(rule, key, deadline)
             if verdict.backend == "memory" and self._redis_configured:
-                degraded.add(SYNC_ZONE)
+                degraded = True
             if not verdict.allowed:
                 raise RateLimitedError(
                     f"too many requests for this {rule.name} (limit {rule.item}); "
                     f"try again in {int(verdict.retry_after_s)} s",
                     retry_after_s=verdict.retry_after_s,
                 )
+        return degraded
 
     async def _respond(self, turn: Turn, deadline: Deadline) -> Reply:
         permit = self._breaker.try_acquire()
         if permit is None:
             return self._fallback(turn)
         try:
-            async with asyncio.timeout(deadline.timeout_s(self._responder_timeout_s)):
+            if self._responder_timeout_s < deadline.remaining_s():
+                async with asyncio.timeout(self._responder_timeout_s):
+                    reply = await self._responder.respond(turn, deadline)
+            else:
+                # The request's deadline ends first, and ``run`` already times the whole turn
+                # out then. A second timer for (almost) the same instant would race the first:
+                # on uvloop, whose clock has millisecond steps, it could fire before
+                # ``deadline.expired`` turns true, and a timed-out turn was answered 200 with
+                # the fallback (and blamed on the responder) instead of 408.
                 reply = await self._responder.respond(turn, deadline)
         except asyncio.CancelledError:
             self._breaker.release(permit)

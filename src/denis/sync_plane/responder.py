@@ -77,7 +77,11 @@ class BasicResponder:
         self._now = now if now is not None else lambda: dt.datetime.now().astimezone()
 
     async def respond(self, turn: Turn, deadline: Deadline) -> Reply:  # noqa: ARG002 - no I/O
-        intent = next((name for name, rx in _INTENTS if rx.search(turn.text)), "unknown")
+        intent = "unknown"
+        for name, rx in _INTENTS:
+            if rx.search(turn.text):
+                intent = name
+                break
         if intent == "time":
             return Reply(self._time(turn.lang), intent)
         if intent == "date":
@@ -86,9 +90,10 @@ class BasicResponder:
 
     def _time(self, lang: Lang) -> str:
         now = self._now()
+        clock = f"{now.hour:02d}:{now.minute:02d}"  # what "%H:%M" gives, without strftime
         if lang == "es":
-            return f"Son las {now:%H:%M}." if now.hour != 1 else f"Es la {now:%H:%M}."
-        return f"It's {now:%H:%M}."
+            return f"Son las {clock}." if now.hour != 1 else f"Es la {clock}."
+        return f"It's {clock}."
 
     def _date(self, lang: Lang) -> str:
         now = self._now()
