@@ -82,6 +82,18 @@ def _fail(_: JobContext, args: dict[str, Any]) -> Any:
     raise RuntimeError(str(args.get("message", "this job always fails")))
 
 
+def _stubborn(_: JobContext, args: dict[str, Any]) -> Any:
+    """Sleeps through the soft time limit (as a hung device call might): only the hard limit,
+    which kills the worker's child process, stops it."""
+    end_s = time.monotonic() + float(args.get("seconds", 10.0))
+    while time.monotonic() < end_s:
+        try:
+            time.sleep(0.05)
+        except Exception:  # noqa: BLE001, S110 - the soft limit's exception, ignored on purpose
+            pass
+    return {"slept_s": args.get("seconds", 10.0)}
+
+
 def _effect(ctx: JobContext, args: dict[str, Any]) -> Any:
     """A visible side effect (a line in ``effects.jsonl``), after an optional delay: stands in
     for a device command when proving that a command is neither lost nor doubled."""
@@ -101,4 +113,5 @@ def default_registry() -> JobRegistry:
     registry.add("diag.fail", Queue.TOOLS_MUT, _fail)
     registry.add("diag.fail_ro", Queue.TOOLS_RO, _fail)
     registry.add("diag.effect", Queue.TOOLS_MUT, _effect)
+    registry.add("diag.stubborn", Queue.TOOLS_RO, _stubborn)
     return registry
