@@ -480,3 +480,16 @@ def test_parse_queues_accepts_known_names_with_spaces_and_empty_parts() -> None:
 def test_parse_queues_refuses_unknown_or_no_names(text: str) -> None:
     with pytest.raises(ValueError, match="unknown queue"):
         parse_queues(text)
+
+
+def test_a_failed_attempt_awaiting_its_retry_is_found_by_the_sweep(tmp_path) -> None:
+    """The retry of a mutating job lives in its worker until the countdown ends; requeued as
+    pending, the job is re-dispatched by the sweep if that worker dies meanwhile."""
+    ledger = JobLedger(tmp_path / "jobs.sqlite3")
+    ledger.journal("k", "diag.effect", "tools_mut", {}, 1)
+    assert ledger.claim("k", owner_id(), 60).state is ClaimState.CLAIMED
+    ledger.fail("k", "RuntimeError: boom")
+    assert ledger.stale("tools_mut", older_than_s=-1) == []  # failed: nobody re-sends it
+    ledger.requeue("k")
+    assert [r.key for r in ledger.stale("tools_mut", older_than_s=-1)] == ["k"]
+    assert ledger.claim("k", owner_id(), 60).state is ClaimState.CLAIMED

@@ -209,6 +209,7 @@ def _register_tasks(app: Celery, settings: AsyncSettings, runner: JobRunner) -> 
         )
         if retries < POLICIES[queue].max_retries:
             countdown_s = settings.retry_backoff_s * (2**retries)
+            ledger.requeue(key)  # not lost if this worker dies before the retry is sent
             raise self.retry(
                 countdown=countdown_s,
                 max_retries=POLICIES[queue].max_retries,

@@ -223,6 +223,15 @@ class JobLedger:
         ]
         return [record for key in stale if (record := self.get(key)) is not None]
 
+    def requeue(self, key: str) -> None:
+        """A failed attempt whose retry is scheduled: pending again, so the journal sweep
+        re-dispatches it if the retry is lost with its worker."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'pending', updated = ? WHERE key = ? AND state = 'failed'",
+                (time.time(), key),
+            )
+
     def mark_redispatched(self, key: str) -> None:
         with self._tx() as db:
             db.execute(
