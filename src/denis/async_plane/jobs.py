@@ -8,6 +8,7 @@ diagnostics operators and tests use (``diag.*``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -87,10 +88,8 @@ def _stubborn(_: JobContext, args: dict[str, Any]) -> Any:
     which kills the worker's child process, stops it."""
     end_s = time.monotonic() + float(args.get("seconds", 10.0))
     while time.monotonic() < end_s:
-        try:
+        with contextlib.suppress(Exception):  # the soft limit's exception, ignored on purpose
             time.sleep(0.05)
-        except Exception:  # noqa: BLE001, S110 - the soft limit's exception, ignored on purpose
-            pass
     return {"slept_s": args.get("seconds", 10.0)}
 
 
