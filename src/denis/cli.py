@@ -85,10 +85,21 @@ def up(host: str | None = None, port: int | None = None) -> None:
         for queues, concurrency, beat in UP_WORKERS:
             args = [sys.executable, "-m", "denis", "worker", "--queues", queues]
             args += ["--concurrency", str(concurrency)] + (["--beat"] if beat else [])
-            stack.callback(_stop_process, subprocess.Popen(args))  # noqa: S603 - our own CLI
+            worker_proc = subprocess.Popen(args, preexec_fn=_die_with_parent)  # noqa: S603, PLW1509
+            stack.callback(_stop_process, worker_proc)
         url = f"http://{settings.host}:{settings.port}/#token={token}"
         print(f"\nDenis is starting. Open this URL (it logs you in):\n\n    {url}\n", flush=True)
         _serve(settings)
+
+
+def _die_with_parent() -> None:
+    """In a worker started by ``denis up``: SIGTERM (Celery's warm shutdown) when ``denis up``
+    dies, however it dies, so no worker is left behind (Linux; elsewhere, Ctrl-C still works)."""
+    if sys.platform == "linux":
+        import ctypes  # noqa: PLC0415
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:
