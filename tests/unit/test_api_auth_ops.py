@@ -10,30 +10,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from denis.app import create_app
+from denis.resilience.signals import SEED_SIGNALS as SEED_SIGNAL_ENUM
 from denis.sync_plane import TokenStore
 
-# The 19 signal names of the seed (DESIGN.md, "Signals" and the zone tables).
-SEED_SIGNALS = [
-    "rate_limit.redis_down",
-    "gate.budget_exceeded",
-    "gate.injection_blocked",
-    "chat.timeout",
-    "ws.disconnect_rate",
-    "celery.broker_down",
-    "celery.worker_down",
-    "celery.queue.len",
-    "celery.task.failed",
-    "queue.disk_percent",
-    "neo4j.connect_error",
-    "neo4j.query_timeout",
-    "neo4j.write_queue",
-    "neo4j.pool_exhausted",
-    "decisiontrace.dropped",
-    "ws.server_disconnect",
-    "voice.latency",
-    "telemetry.latency",
-    "ws.reconnect_storm",
-]
+# The 19 seed signal names; tests/unit/test_signals_health.py pins them literally to the seed.
+SEED_SIGNALS = [signal.value for signal in SEED_SIGNAL_ENUM]
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
