@@ -74,6 +74,12 @@ def parse_json(raw: bytes | str) -> Any:
         raise InvalidInputError("the body is not valid JSON") from exc
 
 
+def invalid_fields(exc: ValidationError) -> InvalidInputError:
+    """A 422 naming the offending fields, never echoing their values."""
+    fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+    return InvalidInputError(f"invalid field(s): {', '.join(fields)}")
+
+
 def parse_chat_message(data: Any, max_text_chars: int) -> ChatMessage:
     if not isinstance(data, dict):
         raise InvalidInputError('expected a JSON object like {"text": "..."}')
@@ -83,8 +89,7 @@ def parse_chat_message(data: Any, max_text_chars: int) -> ChatMessage:
     try:
         message = ChatMessage.model_validate(data)
     except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-        raise InvalidInputError(f"invalid field(s): {', '.join(fields)}") from exc
+        raise invalid_fields(exc) from exc
     if not message.text.strip():
         raise InvalidInputError("text must not be empty")
     return message

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from denis.api.body import parse_json, read_body
+from denis.api.body import invalid_fields, parse_json, read_body
 from denis.api.deps import AdminDep, ServicesDep
-from denis.errors import InvalidInputError, NotFoundError
+from denis.errors import NotFoundError
 from denis.resilience import HOP_HEADER, Deadline, check_hops, parse_hop_header
 
 __all__ = ["router"]
@@ -36,8 +36,7 @@ async def post_job(request: Request, services: ServicesDep, _: AdminDep) -> JSON
     try:
         job = JobRequest.model_validate(parse_json(raw))
     except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-        raise InvalidInputError(f"invalid field(s): {', '.join(fields)}") from exc
+        raise invalid_fields(exc) from exc
     outcome = await services.jobs.dispatcher.submit(
         job.name, job.args, deadline=deadline, hops=hops, key=job.key, wait=job.wait
     )

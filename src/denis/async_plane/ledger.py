@@ -51,19 +51,24 @@ def owner_id() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still exists (one we may not signal still counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _owner_alive(owner: str | None) -> bool:
     if not owner:
         return False
     host, _, pid = owner.rpartition("/")
     if host != socket.gethostname() or not pid.isdigit():
         return True  # another host: only its lease can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(int(pid))
 
 
 class ClaimState(StrEnum):

@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 from celery import Celery
 
-from denis.async_plane.ledger import JobLedger
+from denis.async_plane.ledger import JobLedger, pid_alive
 from denis.async_plane.queues import WORKER_GROUPS, Queue
 from denis.resilience import CircuitBreaker, Signal, Signals, ZoneStatus
 from denis.settings import AsyncSettings
@@ -152,7 +152,7 @@ class AsyncMonitor:
             except (OSError, ValueError):
                 continue
             if beat.get("at", 0) < cutoff or (
-                beat.get("host") == here and not _pid_alive(beat.get("pid"))
+                beat.get("host") == here and not _live_pid(beat.get("pid"))
             ):
                 continue
             served.update(str(q) for q in beat.get("queues", []))
@@ -229,13 +229,5 @@ class AsyncMonitor:
                 )
 
 
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _live_pid(pid: object) -> bool:
+    return isinstance(pid, int) and pid_alive(pid)

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from denis.graph.model import Device, HomeGraph, PolicyDecision, Route
+from denis.graph.model import Device, HomeGraph, Policy, PolicyDecision, Route
 
 __all__ = ["LegacyCache", "decide"]
 
 
-def decide(policies: list[object], user: str) -> PolicyDecision:
+def decide(governing: Sequence[Policy], user: str) -> PolicyDecision:
     """Combine the policies governing a tool: no policy → allowed; else the user must be named
     (or ``*``) by one of them, and any of them may ask for a confirmation."""
-    from denis.graph.model import Policy  # noqa: PLC0415 - keeps the signature loose for callers
-
-    governing = [p for p in policies if isinstance(p, Policy)]
     if not governing:
         return PolicyDecision(allowed=True, confirm=False)
     matching = [p for p in governing if "*" in p.users or user in p.users]

@@ -74,7 +74,7 @@ class GraphResolver:
         found = await self._call(lambda t: self.store.policies(tool, t), deadline)
         if found is _DOWN:
             return Resolved(self.cache.decide(tool, user), legacy=True)
-        return Resolved(decide(list(found), user), legacy=False)  # type: ignore[call-overload]
+        return Resolved(decide(found, user), legacy=False)  # type: ignore[arg-type]
 
     def device(self, name: str) -> Resolved[Device | None]:
         return Resolved(self.cache.device(name), legacy=self.legacy)
