@@ -58,7 +58,35 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
-class RedisServer:
+class _FaultableServer:
+    """A server process the tests can crash (SIGKILL) or hang (SIGSTOP) and bring back."""
+
+    proc: subprocess.Popen[bytes] | None
+    paused: bool
+
+    def kill(self) -> None:
+        """SIGKILL: the port refuses connections from now on (committed data survives)."""
+        if self.proc is not None:
+            if self.paused:
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        self.paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP: the port accepts connections but nothing ever answers (a hung server)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+
+class RedisServer(_FaultableServer):
     """A real ``redis-server`` on a free port, without persistence."""
 
     def __init__(self, workdir: Path) -> None:
@@ -95,27 +123,6 @@ class RedisServer:
         self.paused = False
         return self
 
-    def kill(self) -> None:
-        """SIGKILL: the port refuses connections from now on."""
-        if self.proc is not None:
-            if self.paused:
-                self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-        self.paused = False
-
-    def pause(self) -> None:
-        """SIGSTOP: the port accepts connections but nothing ever answers (a hung Redis)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-        self.paused = False
-
     def restart(self) -> None:
         self.kill()
         self.start()
@@ -131,7 +138,7 @@ NEO4J_CDS = NEO4J_DIR / "target" / "neo4j-launcher.jsa"
 NEO4J_JVM_FLAGS = ["-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 
 
-class Neo4jServer:
+class Neo4jServer(_FaultableServer):
     """A real Neo4j 5.26 community DBMS (``tests/neo4j-launcher``, built by ``make neo4j-launcher``)
     serving Bolt on a free loopback port, with authentication disabled (connect with
     ``auth=None``). Its store lives in ``workdir / "db"``, so :meth:`restart` (even after
@@ -185,27 +192,6 @@ class Neo4jServer:
             time.sleep(0.05)
         self.kill()
         raise TimeoutError(f"neo4j was not ready after {timeout_s} s:\n{self._log_tail()}")
-
-    def kill(self) -> None:
-        """SIGKILL: the port refuses connections from now on; committed data survives."""
-        if self.proc is not None:
-            if self.paused:
-                self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-        self.paused = False
-
-    def pause(self) -> None:
-        """SIGSTOP: the port accepts connections but nothing ever answers (a hung Neo4j)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-        self.paused = False
 
     def restart(self, timeout_s: float = 90.0) -> None:
         """Kill, then start again on the same port and data dir."""
