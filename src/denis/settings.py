@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "ApiSettings",
+    "AssistantSettings",
     "AsyncSettings",
     "BreakerSettings",
     "GraphSettings",
@@ -87,6 +88,32 @@ class GraphSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AssistantSettings:
+    """The assistant's slice: the home (demo or Home Assistant), tools, the LLM, voice, history."""
+
+    data_dir: Path
+    ha_url: str | None  # None: the built-in demo home
+    ha_token: str | None
+    ha_timeout_s: float
+    ha_breaker: BreakerSettings
+    ha_media_player: str | None  # entity id replies are played on (``ha_playback``)
+    public_url: str | None  # how Home Assistant reaches Denis's audio files
+    llm_url: str | None  # None: intents only
+    llm_model: str
+    llm_api_key: str | None
+    llm_timeout_s: float
+    llm_max_tokens: int
+    llm_breaker: BreakerSettings
+    tool_timeout_s: float
+    tts_command: str
+    tts_timeout_s: float
+    tts_wait_s: float
+    conversation_turns: int
+    conversation_ttl_s: float
+    conversation_max_sessions: int
+
+
+@dataclass(frozen=True, slots=True)
 class ApiSettings:
     """The HTTP/WebSocket edge's slice."""
 
@@ -153,12 +180,37 @@ class Settings(BaseSettings):
     trace_batch_size: int = Field(default=200, ge=1)
     trace_flush_s: float = Field(default=0.5, gt=0, le=60)
 
+    ha_url: str | None = None
+    ha_token: str | None = None
+    ha_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    ha_breaker_threshold: int = Field(default=5, ge=1, le=100)
+    ha_breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600)
+    ha_media_player: str | None = None
+    public_url: str | None = None
+    llm_url: str | None = None
+    llm_model: str = "default"
+    llm_api_key: str | None = None
+    llm_timeout_s: float = Field(default=8.0, gt=0, le=120)
+    llm_max_tokens: int = Field(default=256, ge=1, le=8192)
+    llm_breaker_threshold: int = Field(default=5, ge=1, le=100)
+    llm_breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600)
+    tool_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    tts_command: str = "espeak-ng"
+    tts_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    tts_wait_s: float = Field(default=2.0, ge=0, le=60)
+    conversation_turns: int = Field(default=6, ge=1, le=100)
+    conversation_ttl_s: float = Field(default=900.0, gt=0, le=86400)
+    conversation_max_sessions: int = Field(default=10_000, ge=1)
+
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_text_chars: int = Field(default=4000, ge=1)
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     ws_auth_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
-    @field_validator("redis_url", "broker_url", "graph_url")
+    @field_validator(
+        "redis_url", "broker_url", "graph_url", "ha_url", "ha_token", "ha_media_player",
+        "public_url", "llm_url", "llm_api_key",
+    )  # fmt: skip
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
@@ -227,6 +279,31 @@ class Settings(BaseSettings):
             trace_buffer_size=self.trace_buffer_size,
             trace_batch_size=self.trace_batch_size,
             trace_flush_s=self.trace_flush_s,
+        )
+
+    @property
+    def assistant(self) -> AssistantSettings:
+        return AssistantSettings(
+            data_dir=self.data_dir,
+            ha_url=self.ha_url.rstrip("/") if self.ha_url else None,
+            ha_token=self.ha_token,
+            ha_timeout_s=self.ha_timeout_s,
+            ha_breaker=BreakerSettings(self.ha_breaker_threshold, self.ha_breaker_cooldown_s),
+            ha_media_player=self.ha_media_player,
+            public_url=self.public_url.rstrip("/") if self.public_url else None,
+            llm_url=self.llm_url.rstrip("/") if self.llm_url else None,
+            llm_model=self.llm_model,
+            llm_api_key=self.llm_api_key,
+            llm_timeout_s=self.llm_timeout_s,
+            llm_max_tokens=self.llm_max_tokens,
+            llm_breaker=BreakerSettings(self.llm_breaker_threshold, self.llm_breaker_cooldown_s),
+            tool_timeout_s=self.tool_timeout_s,
+            tts_command=self.tts_command,
+            tts_timeout_s=self.tts_timeout_s,
+            tts_wait_s=self.tts_wait_s,
+            conversation_turns=self.conversation_turns,
+            conversation_ttl_s=self.conversation_ttl_s,
+            conversation_max_sessions=self.conversation_max_sessions,
         )
 
     @property

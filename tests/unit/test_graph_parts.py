@@ -271,7 +271,9 @@ def cache_path(tmp_path: Path) -> Path:
 def test_the_default_home_parses_into_a_consistent_graph() -> None:
     home = default_home()
     assert home == home.sorted()
-    assert len(home.routes) == 10
+    assert len(home.routes) == 15
+    by_intent = {r.intent: r.tool for r in home.routes}
+    assert by_intent["HassTurnOff:lock"] == "lock.unlock", "unlocking is its own tool"
     assert {r.queue for r in home.routes} <= {"tools_ro", "tools_mut"}
     intents = [r.intent for r in home.routes]
     assert len(set(intents)) == len(intents), "one route per intent"
