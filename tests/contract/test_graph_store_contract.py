@@ -181,8 +181,8 @@ async def test_load_replaces_the_previous_home(graph_store: CypherStore) -> None
 
 async def test_route_found_and_missing(graph_store: CypherStore) -> None:
     await graph_store.load(default_home(), SLOW_S)
-    assert await graph_store.route("HassLockUnlock", SLOW_S) == Route(
-        "HassLockUnlock", "lock.unlock", "tools_mut"
+    assert await graph_store.route("HassTurnOff:lock", SLOW_S) == Route(
+        "HassTurnOff:lock", "lock.unlock", "tools_mut"
     )
     assert await graph_store.route("HassGetCurrentTime", SLOW_S) == Route(
         "HassGetCurrentTime", "clock.time", "tools_ro"

@@ -372,7 +372,9 @@ def test_the_cache_persists_and_reads_back_from_disk(cache_path: Path) -> None:
     assert restarted.device("luz de la cocina") == next(
         d for d in home.devices if d.id == "light.kitchen"
     )
-    assert restarted.route("HassLockUnlock") == Route("HassLockUnlock", "lock.unlock", "tools_mut")
+    assert restarted.route("HassTurnOff:lock") == Route(
+        "HassTurnOff:lock", "lock.unlock", "tools_mut"
+    )
 
 
 def test_remember_without_persist_leaves_the_disk_alone(cache_path: Path) -> None:
