@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from denis.api import chat, jobs, ops, websocket
+from denis.api import audio, chat, jobs, ops, websocket
 from denis.api.errors import install_error_handlers
 from denis.api.services import Services
 from denis.api.trace import TraceMiddleware
@@ -36,7 +36,7 @@ def build_api(open_services: Callable[[], AbstractAsyncContextManager[Services]]
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,  # every endpoint but /, /static, /healthz, /readyz needs a token
+        openapi_url=None,  # every endpoint but /, /static, /audio, /healthz, /readyz needs a token
     )
     app.state.services = None
     install_error_handlers(app)
@@ -44,6 +44,7 @@ def build_api(open_services: Callable[[], AbstractAsyncContextManager[Services]]
     app.include_router(websocket.router)
     app.include_router(ops.router)
     app.include_router(jobs.router)
+    app.include_router(audio.router)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
