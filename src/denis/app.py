@@ -61,22 +61,23 @@ class TracedPipeline:
         try:
             reply = await self._pipeline.run(request, deadline)
         except DenisError as exc:
-            self._record(request, "none", exc.code, started_s, ())
+            self._record(request, ("none", None), exc.code, started_s, ())
             raise
         if self._graph.resolver.legacy:
             reply = dataclasses.replace(reply, degraded=sorted({*reply.degraded, GRAPH_ZONE}))
-        self._record(request, reply.intent, "ok", started_s, tuple(reply.degraded))
+        self._record(request, (reply.intent, reply.tool), "ok", started_s, tuple(reply.degraded))
         return reply
 
     def _record(
         self,
         request: TurnRequest,
-        intent: str,
+        decided: tuple[str, str | None],  # the intent, and the tool it ran (if any)
         outcome: str,
         started_s: float,
         modes: tuple[str, ...],
     ) -> None:
         elapsed_s = self._clock.now_s() - started_s
+        intent, tool = decided
         self._metrics.chat_requests_total.labels(outcome=outcome).inc()
         self._metrics.chat_latency_seconds.observe(elapsed_s)
         self._graph.traces.record(
@@ -86,7 +87,7 @@ class TracedPipeline:
                 user=request.principal.user,
                 text=request.text[:_TRACE_TEXT_CHARS],
                 intent=intent,
-                tool=None,
+                tool=tool,
                 outcome=outcome,
                 duration_ms=round(elapsed_s * 1000, 3),
                 modes=modes,

@@ -54,6 +54,7 @@ class TurnReply:
     trace_id: str
     degraded: list[str] = field(default_factory=list)
     audio_url: str | None = None
+    tool: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,7 @@ class ChatPipeline:
             trace_id=request.trace_id,
             degraded=sorted(zones),
             audio_url=reply.audio_url,
+            tool=reply.tool,
         )
 
     async def _rate_limit(self, request: TurnRequest, deadline: Deadline) -> bool:

@@ -36,6 +36,7 @@ class Reply:
     audio_url: str | None = None
     degraded: frozenset[str] = field(default_factory=frozenset)
     tokens_used: int | None = None  # a responder that calls an LLM reports its usage here
+    tool: str | None = None  # the tool the turn ran, for its DecisionTrace
 
 
 class Responder(Protocol):
