@@ -8,5 +8,16 @@ from denis.assistant.home.backend import (
     HomeUnavailableError,
     UnknownDeviceError,
 )
+from denis.assistant.home.demo import DemoHome
+from denis.assistant.home.ha import HomeAssistant, HomeCommandFailedError
 
-__all__ = ["ACTIONS", "DeviceState", "HomeBackend", "HomeUnavailableError", "UnknownDeviceError"]
+__all__ = [
+    "ACTIONS",
+    "DemoHome",
+    "DeviceState",
+    "HomeAssistant",
+    "HomeBackend",
+    "HomeCommandFailedError",
+    "HomeUnavailableError",
+    "UnknownDeviceError",
+]
