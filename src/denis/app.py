@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from denis.api import Services, build_api
+from denis.assistant.wiring import AssistantParts, open_assistant, register_assistant
 from denis.async_plane import JobRegistry, default_registry, open_async_plane, run_worker
 from denis.errors import DenisError
 from denis.graph import GRAPH_ZONE, DecisionTrace, GraphZone, open_graph_zone
-from denis.resilience import Clock, Deadline, HealthBoard, MonotonicClock, Signals
+from denis.resilience import CircuitBreaker, Clock, Deadline, HealthBoard, MonotonicClock, Signals
 from denis.resilience.metrics import Metrics
 from denis.settings import Settings
 from denis.sync_plane import (
@@ -95,14 +96,33 @@ class TracedPipeline:
         )
 
 
-def build_registry() -> JobRegistry:
-    """Every zone's job types, for the API and the workers alike."""
-    return default_registry()
+def build_registry(
+    settings: Settings, *, home_breaker: CircuitBreaker | None = None
+) -> tuple[JobRegistry, AssistantParts]:
+    """Every zone's job types, for the API and the workers alike, and the assistant's
+    per-process parts those jobs use."""
+    registry = default_registry()
+    parts = register_assistant(registry, settings.assistant, home_breaker=home_breaker)
+    return registry, parts
 
 
 def worker_main(settings: Settings, *, queues: list[str], concurrency: int, beat: bool) -> None:
-    run_worker(
-        settings.async_plane, build_registry(), queues=queues, concurrency=concurrency, beat=beat
+    registry, _ = build_registry(settings)
+    run_worker(settings.async_plane, registry, queues=queues, concurrency=concurrency, beat=beat)
+
+
+def home_breaker(settings: Settings, health: HealthBoard, clock: Clock) -> CircuitBreaker | None:
+    """Home Assistant's breaker in the API process (on ``/status``); None for the demo home."""
+    if not settings.assistant.ha_url:
+        return None
+    breaker = settings.assistant.ha_breaker
+    return health.add_breaker(
+        CircuitBreaker(
+            "home_assistant",
+            failure_threshold=breaker.failure_threshold,
+            cooldown_s=breaker.cooldown_s,
+            clock=clock,
+        )
     )
 
 
@@ -120,15 +140,8 @@ def create_app(
         health = HealthBoard(signals)
         used_clock = clock or MonotonicClock()
         async with AsyncExitStack() as stack:
-            sync = await stack.enter_async_context(
-                open_sync_plane(
-                    settings.sync,
-                    signals=signals,
-                    health=health,
-                    clock=used_clock,
-                    responder=responder,
-                    detector=detector,
-                )
+            job_registry, parts = build_registry(
+                settings, home_breaker=home_breaker(settings, health, used_clock)
             )
             graph = await stack.enter_async_context(
                 open_graph_zone(settings.graph, signals=signals, health=health, clock=used_clock)
@@ -136,10 +149,31 @@ def create_app(
             jobs = await stack.enter_async_context(
                 open_async_plane(
                     settings.async_plane,
-                    registry=build_registry(),
+                    registry=job_registry,
                     signals=signals,
                     health=health,
                     clock=used_clock,
+                )
+            )
+            assistant = await stack.enter_async_context(
+                open_assistant(
+                    settings.assistant,
+                    parts=parts,
+                    resolver=graph.resolver,
+                    jobs=jobs.dispatcher,
+                    signals=signals,
+                    health=health,
+                    clock=used_clock,
+                )
+            )
+            sync = await stack.enter_async_context(
+                open_sync_plane(
+                    settings.sync,
+                    signals=signals,
+                    health=health,
+                    clock=used_clock,
+                    responder=responder or assistant,
+                    detector=detector,
                 )
             )
             yield Services(

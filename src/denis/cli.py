@@ -229,9 +229,10 @@ async def _replay(key: str | None) -> list[dict[str, object]]:
     from denis.resilience.metrics import Metrics  # noqa: PLC0415
 
     signals, clock = Signals(Metrics(CollectorRegistry())), MonotonicClock()
+    settings = _settings()
     async with open_async_plane(
-        _settings().async_plane,
-        registry=build_registry(),
+        settings.async_plane,
+        registry=build_registry(settings)[0],
         signals=signals,
         health=HealthBoard(signals),
         clock=clock,

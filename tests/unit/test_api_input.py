@@ -145,7 +145,7 @@ def test_small_chunked_body_is_answered(make_client, auth) -> None:
 
     response = post_raw(client, auth, chunks())
     assert response.status_code == 200, response.text
-    assert response.json()["intent"] == "time"
+    assert response.json()["intent"] == "HassGetCurrentTime"
 
 
 @pytest.mark.parametrize(
@@ -231,4 +231,4 @@ def test_unknown_extra_fields_are_ignored(make_client, auth) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["lang"] == "es"
-    assert body["intent"] == "time"
+    assert body["intent"] == "HassGetCurrentTime"

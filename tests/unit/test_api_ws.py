@@ -76,7 +76,7 @@ def test_chat_reply_has_the_same_id_and_the_http_fields(make_client, token, auth
         assert reply["type"] == "reply"
         assert reply["id"] == "m-1"
         assert set(reply) - {"type", "id"} == set(http) == REPLY_FIELDS
-        assert reply["intent"] == "time"
+        assert reply["intent"] == "HassGetCurrentTime"
         assert reply["lang"] == "en"
         assert reply["degraded"] == []
 
@@ -89,7 +89,7 @@ def test_binary_frames_of_utf8_json_are_accepted(make_client, token) -> None:
     with session(make_client(), token) as ws:
         ws.send_bytes(json.dumps({"type": "chat", "id": "b", "text": "hola"}).encode())
         reply = ws.receive_json()
-        assert (reply["type"], reply["id"], reply["intent"]) == ("reply", "b", "greeting")
+        assert (reply["type"], reply["id"], reply["intent"]) == ("reply", "b", "DenisGreeting")
 
 
 @pytest.mark.parametrize(

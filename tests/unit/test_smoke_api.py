@@ -8,6 +8,6 @@ def test_chat_round_trip(make_client, auth) -> None:
     response = client.post("/chat", json={"text": "what time is it?"}, headers=auth)
     assert response.status_code == 200
     body = response.json()
-    assert body["intent"] == "time"
+    assert body["intent"] == "HassGetCurrentTime"
     assert body["lang"] == "en"
     assert body["degraded"] == []
