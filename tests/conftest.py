@@ -13,7 +13,15 @@ from prometheus_client import CollectorRegistry
 
 from denis.app import create_app
 from denis.settings import Settings
-from servers import DenisProcess, DenisWorker, Neo4jServer, RedisServer, create_token
+from servers import (
+    DenisProcess,
+    DenisWorker,
+    HomeAssistantSeed,
+    HomeAssistantServer,
+    Neo4jServer,
+    RedisServer,
+    create_token,
+)
 
 
 @pytest.fixture
@@ -53,6 +61,46 @@ def neo4j_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neo4jSer
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def home_assistant_session(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[HomeAssistantServer]:
+    """One real Home Assistant (``demo`` integration, onboarded, ``.token``) for the whole
+    session, started on first use (seconds). Never kill, pause or restart it (use
+    ``home_assistant_factory``); set the device states you rely on instead of assuming them."""
+    server = HomeAssistantServer(tmp_path_factory.mktemp("ha-session")).start()
+    try:
+        yield server
+    finally:
+        server.kill()  # its config is thrown away with the temporary directory
+
+
+@pytest.fixture(scope="session")
+def home_assistant_seed(
+    home_assistant_session: HomeAssistantServer, tmp_path_factory: pytest.TempPathFactory
+) -> HomeAssistantSeed:
+    """The session instance's onboarded storage, to start more without onboarding each."""
+    return home_assistant_session.seed(tmp_path_factory.mktemp("ha-seed") / "storage")
+
+
+@pytest.fixture
+def home_assistant_factory(
+    tmp_path: Path, home_assistant_seed: HomeAssistantSeed
+) -> Iterator[Callable[[], HomeAssistantServer]]:
+    """Start real Home Assistants of this test's own (kill, pause, restart them freely), each
+    ready in a few seconds from the session's seed; all are killed at the end."""
+    started: list[HomeAssistantServer] = []
+
+    def make() -> HomeAssistantServer:
+        server = HomeAssistantServer(tmp_path / f"ha-{len(started)}", home_assistant_seed)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.kill()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ A missing program fails the test under ``CI=true`` and skips it (with the reason
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -15,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -346,3 +349,187 @@ class DenisWorker:
         except subprocess.TimeoutExpired:
             self.kill()
         self.proc = None
+
+
+# -- Home Assistant ----------------------------------------------------------------------------
+
+HA_VERSION = "2025.4.4"
+TEST_CACHE = Path(os.environ.get("DENIS_TEST_CACHE") or Path.home() / ".cache" / "denis-tests")
+# Keep in step with scripts/install-test-deps.sh, which builds this virtual environment (Home
+# Assistant needs a newer Python than Denis, so it lives apart) and marks it ``.ready``.
+HA_VENV = TEST_CACHE / f"ha-{HA_VERSION}"
+HA_CONFIG = """\
+homeassistant:
+  name: Denis test home
+  latitude: 40.4
+  longitude: -3.7
+  elevation: 600
+  unit_system: metric
+  time_zone: UTC
+  currency: EUR
+  country: ES
+http:
+  server_host: 127.0.0.1
+  server_port: {port}
+api:
+websocket_api:
+onboarding:
+demo:
+"""
+
+
+def require_home_assistant() -> Path:
+    python = HA_VENV / "bin" / "python"
+    if not (HA_VENV / ".ready").is_file() or not python.exists():
+        _missing(
+            f"Home Assistant {HA_VERSION} is not installed at {HA_VENV} "
+            "(scripts/install-test-deps.sh installs it)"
+        )
+    return python
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAssistantSeed:
+    """An onboarded ``.storage`` (one user, one long-lived token) to start more instances from
+    without onboarding each (the token stays valid: its signing key is in the copy)."""
+
+    storage: Path
+    token: str
+
+
+class HomeAssistantServer(_FaultableServer):
+    """A real Home Assistant (PyPI, its own virtual environment, ``--skip-pip``) with the
+    ``demo`` integration (lights, locks, covers, climates, media players) on a free loopback
+    port. Started from a ``seed``, it is ready in seconds; without one it onboards itself
+    (creates the owner and a long-lived token) and :meth:`seed` can be taken from it."""
+
+    def __init__(self, workdir: Path, seed: HomeAssistantSeed | None = None) -> None:
+        self.python = require_home_assistant()
+        self.workdir = workdir
+        self.config_dir = workdir / "config"
+        self.port = free_port()
+        self.log_path = workdir / "home-assistant.log"
+        self.token = seed.token if seed else ""
+        self._seed = seed
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+        self.start_seconds = 0.0  # how long the last start took, until the demo was loaded
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 90.0) -> HomeAssistantServer:
+        began = time.monotonic()
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        (self.config_dir / "configuration.yaml").write_text(HA_CONFIG.format(port=self.port))
+        storage = self.config_dir / ".storage"
+        if self._seed is not None and not storage.exists():
+            shutil.copytree(self._seed.storage, storage)
+        command = [str(self.python), "-m", "homeassistant", "--config", str(self.config_dir)]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*command, "--skip-pip", "--log-no-color"], stdout=log, stderr=log
+            )
+        self.paused = False
+        deadline = began + timeout_s
+        try:
+            if not self.token:
+                self._wait(deadline, lambda: self._get("/api/onboarding", auth=False))
+                self.token = _onboard(self.url)
+            self._wait(deadline, self._running)
+        except BaseException:
+            self.kill()
+            raise
+        self.start_seconds = time.monotonic() - began
+        return self
+
+    def seed(self, path: Path, timeout_s: float = 10.0) -> HomeAssistantSeed:
+        """Copy this instance's ``.storage`` once its token is saved there (Home Assistant
+        saves it a moment after creating it; a copy taken earlier would not know the token)."""
+        token_id = _token_id(self.token)
+        auth = self.config_dir / ".storage" / "auth"
+        deadline = time.monotonic() + timeout_s
+        while not (auth.is_file() and token_id in auth.read_text()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Home Assistant did not save its token in {timeout_s} s")
+            time.sleep(0.1)
+        shutil.copytree(self.config_dir / ".storage", path)
+        return HomeAssistantSeed(path, self.token)
+
+    def restart(self, timeout_s: float = 90.0) -> None:
+        """Kill, then start again on the same port and config (its devices start afresh)."""
+        self.kill()
+        self.start(timeout_s)
+
+    def stop(self) -> None:
+        """SIGTERM (Home Assistant saves its state); SIGKILL if it takes more than 30 s."""
+        if self.proc is None:
+            return
+        if self.paused:
+            self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.proc = None
+
+    def _get(self, path: str, *, auth: bool = True) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
+        return httpx.get(f"{self.url}{path}", headers=headers, timeout=2.0)
+
+    def _running(self) -> bool:
+        response = self._get("/api/config")
+        return response.status_code == 200 and response.json().get("state") == "RUNNING"
+
+    def _wait(self, deadline: float, ready: Callable[[], object]) -> None:
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"Home Assistant exited early:\n{self._log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                answer = ready()
+                if answer is True or getattr(answer, "status_code", 0) == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"Home Assistant was not ready in time:\n{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def _onboard(url: str) -> str:
+    """Create the owner through onboarding, then a long-lived token over the WebSocket API."""
+    client_id = f"{url}/"
+    user = {"client_id": client_id, "name": "Denis", "username": "denis", "language": "en"}
+    answer = httpx.post(f"{url}/api/onboarding/users", json={**user, "password": "denis-test"})
+    answer.raise_for_status()
+    grant = {"grant_type": "authorization_code", "code": answer.json()["auth_code"]}
+    answer = httpx.post(f"{url}/auth/token", data={**grant, "client_id": client_id})
+    answer.raise_for_status()
+    access_token = answer.json()["access_token"]
+    request = {"client_name": "denis-tests", "lifespan": 3650}
+    return str(ws_command(url, access_token, "auth/long_lived_access_token", **request))
+
+
+def ws_command(url: str, token: str, command: str, **fields: object) -> object:
+    """One command over Home Assistant's WebSocket API (e.g. ``config/entity_registry/update``);
+    its ``result``, or ``RuntimeError`` if it failed."""
+    from websockets.sync.client import connect  # noqa: PLC0415
+
+    with connect(f"ws{url.removeprefix('http')}/api/websocket", open_timeout=5) as ws:
+        json.loads(ws.recv(timeout=5))  # auth_required
+        ws.send(json.dumps({"type": "auth", "access_token": token}))
+        if json.loads(ws.recv(timeout=5)).get("type") != "auth_ok":
+            raise RuntimeError("Home Assistant refused the token")
+        ws.send(json.dumps({"id": 1, "type": command, **fields}))
+        answer = json.loads(ws.recv(timeout=5))
+    if not answer.get("success"):
+        raise RuntimeError(f"{command} failed: {answer}")
+    return answer.get("result")
+
+
+def _token_id(token: str) -> str:
+    """The refresh token id a Home Assistant access token (a JWT) was issued for."""
+    payload = token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["iss"])
