@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from denis.assistant.voice import (
     VoiceOut,
@@ -264,7 +265,8 @@ async def test_a_slow_tts_is_not_waited_for_and_serves_next_time(
     url = await voice.speak(HELLO_EN, "en", Deadline.start(CLOCK, 15.0), 0)
 
     assert url is None
-    assert time.monotonic() - started_s < 2.0  # answered before the TTS could have finished
+    assert not any((data_dir / "audio").glob("*.wav"))  # it did not wait for the TTS ...
+    assert time.monotonic() - started_s < 15.0  # ... nor hang (generous bound)
     assert voice_latency(signals) == 1
     # The job goes on in the background; the same reply, later, is served from its file.
     for _ in range(300):
@@ -292,10 +294,12 @@ async def test_a_missing_tts_program_means_no_audio_not_an_error(
 ) -> None:
     voice, signals, _ = await open_voice(tts_command=str(tmp_path / "no-such-espeak"))
 
-    for _ in range(2):
-        assert await voice.speak(HELLO_EN, "en", Deadline.start(CLOCK, 15.0), 0) is None
+    with capture_logs() as logs:
+        for _ in range(3):
+            assert await voice.speak(HELLO_EN, "en", Deadline.start(CLOCK, 15.0), 0) is None
 
-    assert voice_latency(signals) == 2
+    assert voice_latency(signals) == 3  # counted each time ...
+    assert [entry["event"] for entry in logs] == ["voice.degraded"]  # ... logged once
 
 
 async def test_too_many_hops_means_no_audio_not_an_error(open_voice) -> None:

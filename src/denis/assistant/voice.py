@@ -214,9 +214,10 @@ class VoiceOut:
         if lang not in VOICES or not text.strip() or len(text) > _MAX_TEXT_CHARS:
             return None
         try:
-            name, cached = await asyncio.to_thread(self._lookup, text, lang)
+            async with asyncio.timeout(max(deadline.remaining_s() - _REPLY_MARGIN_S, _MIN_WAIT_S)):
+                name, cached = await asyncio.to_thread(self._lookup, text, lang)
             trouble = None if cached else await self._make(name, text, lang, deadline, hops)
-        except (DenisError, OSError) as exc:
+        except (DenisError, OSError) as exc:  # OSError includes TimeoutError
             trouble = _reason(exc)
         if trouble is not None:
             self._silent(trouble)
@@ -268,4 +269,6 @@ class VoiceOut:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, DenisError):
         return exc.detail[:200]
+    if isinstance(exc, TimeoutError):
+        return "the audio folder did not answer in time"
     return f"the audio folder is unavailable ({type(exc).__name__})"
