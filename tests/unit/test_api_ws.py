@@ -82,7 +82,7 @@ def test_chat_reply_has_the_same_id_and_the_http_fields(make_client, token, auth
 
         ws.send_json({"type": "chat", "id": 42, "text": "¿qué día es hoy?", "lang": "es"})
         reply = ws.receive_json()
-        assert (reply["id"], reply["intent"], reply["lang"]) == (42, "date", "es")
+        assert (reply["id"], reply["intent"], reply["lang"]) == (42, "HassGetCurrentDate", "es")
 
 
 def test_binary_frames_of_utf8_json_are_accepted(make_client, token) -> None:
