@@ -121,6 +121,8 @@ def test_an_unknown_entity_is_unknown_device(home: HomeBackend) -> None:
         home.get_state("light.nowhere")
     with pytest.raises(UnknownDeviceError):
         home.call("light.nowhere", "turn_on", {})
+    with pytest.raises(UnknownDeviceError):  # not even an entity id (nor a way into other URLs)
+        home.get_state("light.x/../../config")
 
 
 @pytest.mark.parametrize(

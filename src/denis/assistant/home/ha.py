@@ -20,6 +20,7 @@ Home Assistant again is logged once each, never once per call.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -45,6 +46,7 @@ _ATTRIBUTES = (
     "unit_of_measurement",
     "device_class",
 )
+_ENTITY_ID = re.compile(r"(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)")
 _SERVICES = {
     "open": "open_cover",
     "close": "close_cover",
@@ -74,7 +76,7 @@ def from_ha_state(raw: dict[str, Any]) -> DeviceState:
     attributes = {key: ha_attributes[key] for key in _ATTRIBUTES if key in ha_attributes}
     if domain_of(entity_id) == "light":
         brightness = ha_attributes.get("brightness")
-        attributes["brightness"] = round(brightness * 100 / 255) if brightness else 0
+        attributes["brightness"] = max(1, round(brightness * 100 / 255)) if brightness else 0
     return DeviceState(entity_id, str(raw["state"]), attributes)
 
 
@@ -116,9 +118,11 @@ class HomeAssistant:
     # -- HomeBackend ---------------------------------------------------------------------
 
     def get_state(self, entity_id: str) -> DeviceState:
+        _check_entity_id(entity_id)
         return self._state(entity_id, time.monotonic() + self.timeout_s)
 
     def call(self, entity_id: str, action: str, data: dict[str, Any]) -> DeviceState:
+        _check_entity_id(entity_id)
         checked = check_action(entity_id, action, data)
         deadline = time.monotonic() + self.timeout_s
         if action == "set_temperature":  # out of its range, Home Assistant answers 500
@@ -141,6 +145,7 @@ class HomeAssistant:
 
     def play_media(self, entity_id: str, url: str, content_type: str = "music") -> None:
         """Ask a media player to play ``url`` (``media_player.play_media``)."""
+        _check_entity_id(entity_id)
         if domain_of(entity_id) != "media_player":
             raise InvalidInputError(f"{entity_id} is not a media player")
         deadline = time.monotonic() + self.timeout_s
@@ -207,7 +212,7 @@ class HomeAssistant:
             response = self._client.request(
                 method, path, json=body, timeout=httpx.Timeout(remaining_s)
             )
-            error = _error_for(response, entity_id)
+            error = _error_for(response, entity_id, command=path.startswith("/api/services/"))
         except httpx.TimeoutException as exc:
             error = HomeUnavailableError(
                 f"Home Assistant did not answer within {self.timeout_s:g} s"
@@ -243,7 +248,9 @@ class HomeAssistant:
             _log.info("home.recovered", url=self.url)
 
 
-def _error_for(response: httpx.Response, entity_id: str | None) -> Exception | None:
+def _error_for(
+    response: httpx.Response, entity_id: str | None, *, command: bool
+) -> Exception | None:
     status = response.status_code
     if status < 300:
         return None
@@ -257,9 +264,16 @@ def _error_for(response: httpx.Response, entity_id: str | None) -> Exception | N
         return UnknownDeviceError(f"Home Assistant has {what}")
     if status == 400:
         return InvalidInputError(f"Home Assistant refused the request: {message}")
-    if status == 500 and entity_id is not None:
+    if status == 500 and command:
         return HomeCommandFailedError(f"Home Assistant failed to do it (HTTP 500): {message}")
     return HomeUnavailableError(f"Home Assistant failed (HTTP {status}): {message}")
+
+
+def _check_entity_id(entity_id: str) -> None:
+    """Home Assistant's own rule for entity ids; anything else cannot exist (and must not
+    reach a URL path)."""
+    if not _ENTITY_ID.fullmatch(entity_id):
+        raise UnknownDeviceError(f"{entity_id!r} is not an entity id")
 
 
 def _check_range(entity_id: str, temperature: float, attributes: dict[str, Any]) -> None:
