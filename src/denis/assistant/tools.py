@@ -15,6 +15,7 @@ can fix (a worker killed mid-job is re-dispatched by the journal and claimed onc
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ class HomeRuntime:
             )
         from denis.assistant.home.demo import DemoHome  # noqa: PLC0415 - only if used
 
-        return DemoHome(settings.data_dir, ())
+        return DemoHome(settings.data_dir, None)
 
     def close(self) -> None:
         with self._lock:
@@ -159,7 +160,7 @@ def _device_tool(runtime: HomeRuntime, action: str | None) -> Callable[..., Any]
             except InvalidInputError as exc:
                 return _failure("invalid", exc.detail, states)
             states.append(state.as_json())
-        return {"ok": True, "states": states}
+        return {"ok": True, "states": states, "pid": os.getpid()}
 
     return run
 

@@ -87,11 +87,14 @@ class DemoHome:
     name = "demo"
 
     def __init__(
-        self, data_dir: Path, devices: Sequence[Device], *, busy_timeout_s: float = 2.0
+        self, data_dir: Path, devices: Sequence[Device] | None, *, busy_timeout_s: float = 2.0
     ) -> None:
+        """``devices``: the home's devices (seeded if new; others are unknown), or None for
+        every device already in the file (a worker's view: the API seeds the file)."""
         self.path = data_dir / FILE_NAME
         self._busy_timeout_s = busy_timeout_s
-        self._known = {device.id for device in devices}
+        self._known = None if devices is None else {device.id for device in devices}
+        devices = devices or ()
         self._failing = False
         data_dir.mkdir(parents=True, exist_ok=True)
         seeds = [seed_state(device) for device in devices]
@@ -124,7 +127,7 @@ class DemoHome:
     # -- internals -----------------------------------------------------------------------
 
     def _check_known(self, entity_id: str) -> None:
-        if entity_id not in self._known:
+        if self._known is not None and entity_id not in self._known:
             raise UnknownDeviceError(f"no device {entity_id!r} in the demo home")
 
     @staticmethod
