@@ -12,8 +12,11 @@ install_home_assistant() {
   if [ -f "$venv/.ready" ] && "$venv/bin/python" -c 'import homeassistant, hass_frontend' 2>/dev/null; then
     return 0
   fi
-  for candidate in python3.13 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13; do
-    if command -v "$candidate" >/dev/null 2>&1; then py=$(command -v "$candidate"); break; fi
+  # (a pyenv shim named python3.13 may exist and still refuse to run: try each one)
+  for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13 python3.13; do
+    if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
+      py=$(command -v "$candidate"); break
+    fi
   done
   if [ -z "$py" ]; then
     echo "The Home Assistant tests need Python 3.13 (python3.13 not found)" >&2
