@@ -177,13 +177,18 @@ def say(key: str, lang: str, **values: Any) -> str:
 def device_name(device: Device, lang: str) -> str:
     if lang == "es" and device.aliases:
         return device.aliases[0]
-    return device.name[:1].lower() + device.name[1:] if lang == "en" else device.name
+    return _in_sentence(device.name) if lang == "en" else device.name
+
+
+def _in_sentence(name: str) -> str:
+    """ "Bed Light" → "bed light", as it reads after "the"; acronyms ("TV") stay."""
+    return " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in name.split())
 
 
 def area_name(area: Area, lang: str) -> str:
     if lang == "es":
         return f"el {area.aliases[0]}" if area.aliases else area.name
-    return area.name[:1].lower() + area.name[1:]
+    return _in_sentence(area.name)
 
 
 _PLURAL_WORDS = frozenset({"lights", "lamps", "blinds", "luces", "lámparas", "persianas"})

@@ -25,6 +25,7 @@ import structlog
 
 from denis.assistant.home import (
     HomeBackend,
+    HomeCommandFailedError,
     HomeUnavailableError,
     UnknownDeviceError,
 )
@@ -153,6 +154,8 @@ def _device_tool(runtime: HomeRuntime, action: str | None) -> Callable[..., Any]
                     if action is None
                     else home.call(entity_id, action, data)
                 )
+            except HomeCommandFailedError as exc:  # it answered, but could not do it
+                return _failure("command_failed", exc.detail, states)
             except HomeUnavailableError as exc:
                 return _failure("home_unavailable", exc.detail, states)
             except UnknownDeviceError as exc:
