@@ -35,6 +35,13 @@ ENGLISH: list[tuple[str, str, dict[str, Any]]] = [
     ("please turn off the kitchen light", "HassTurnOff", KITCHEN_LIGHT),
     ("Turn On The Living Room Lights", "HassTurnOn", LIVING_LIGHTS),
     ("switch off the bedroom light", "HassTurnOff", BEDROOM_LIGHT),
+    ("turn off the kitchen", "HassTurnOff", {"area": "kitchen", "domain": "light"}),
+    ("switch the bedroom on", "HassTurnOn", {"area": "bedroom", "domain": "light"}),
+    (
+        "is the living room light on?",
+        "HassGetState",
+        {"name": "light.living_room", "domain": "light", "state": "on", "response": "one_yesno"},
+    ),
     (
         "turn off the lights in the living room",
         "HassTurnOff",
@@ -123,7 +130,7 @@ SPANISH: list[tuple[str, str, dict[str, Any]]] = [
     ("enciende las luces del salón", "HassTurnOn", LIVING_LIGHTS),
     ("apaga las luces del salon", "HassTurnOff", LIVING_LIGHTS),
     ("enciende la luz del dormitorio", "HassTurnOn", BEDROOM_LIGHT),
-    ("apaga la luz del salón", "HassTurnOff", {"area": "living_room", "domain": "light"}),
+    ("apaga la luz del salón", "HassTurnOff", {"name": "light.living_room", "domain": "light"}),
     ("apaga la luz de la habitacion", "HassTurnOff", {"area": "bedroom", "domain": "light"}),
     ("apaga la cocina", "HassTurnOff", {"area": "kitchen", "domain": "light"}),
     ("enciende las luces", "HassTurnOn", {"domain": "light"}),
