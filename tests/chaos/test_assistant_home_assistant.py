@@ -5,6 +5,8 @@ honestly within the request's deadline, behind the ``home_assistant`` breaker on
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from typing import Any
 
@@ -103,3 +105,48 @@ def test_home_assistant_killed(make_client, auth, home_assistant_factory) -> Non
     assert took < HA_TIMEOUT_S + 1
     assert reply["reply"].startswith("I can't reach your home right now"), reply
     assert "home" in reply["degraded"]
+
+
+def _ha_attributes(server: HomeAssistantServer, entity_id: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{server.url}/api/states/{entity_id}",
+        headers={"Authorization": f"Bearer {server.token}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    attributes: dict[str, Any] = response.json()["attributes"]
+    return attributes
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("player", "plays"), [("media_player.bedroom", True), ("media_player.walkman", False)]
+)
+def test_a_spoken_reply_is_played_on_the_media_player(
+    make_client, auth, home_assistant_session, data_dir, player, plays
+) -> None:
+    client = make_client(
+        ha_url=home_assistant_session.url,
+        ha_token=home_assistant_session.token,
+        ha_media_player=player,
+        public_url="http://127.0.0.1:8084",
+    )
+    reply, _ = chat(client, auth, "what time is it?")
+    assert reply["audio_url"] is not None, reply
+    assert reply["degraded"] == []  # playback never holds up or degrades the reply
+    deadline = time.monotonic() + 20
+    result = None
+    while result is None and time.monotonic() < deadline:
+        with sqlite3.connect(data_dir / "jobs.sqlite3") as conn:
+            row = conn.execute(
+                "SELECT result FROM jobs WHERE name = 'voice.play' AND state = 'done'"
+            ).fetchone()
+        result = json.loads(row[0]) if row else None
+        time.sleep(0.1)
+    assert result is not None, "the playback job ran"
+    assert result["ok"] is plays
+    if plays:
+        played = _ha_attributes(home_assistant_session, player).get("media_content_id")
+        assert played == "http://127.0.0.1:8084" + reply["audio_url"]
+    else:
+        assert "could not play" in result["detail"]

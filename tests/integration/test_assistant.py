@@ -289,3 +289,16 @@ def test_home_assistant_refusing_is_an_honest_degraded_answer(make_client, auth)
     assert reply["reply"].startswith("I can't reach your home right now")
     assert "home" in reply["degraded"]
     assert chat(client, auth, "what time is it?")["reply"].startswith("It's ")
+
+
+def test_slow_tts_does_not_hold_the_text_reply(make_client, auth, tmp_path) -> None:
+    slow = tmp_path / "slow-tts"
+    slow.write_text('#!/bin/sh\nsleep 5\nexec espeak-ng "$@"\n')
+    slow.chmod(0o755)
+    client = make_client(tts_command=str(slow), tts_wait_s=0.5)
+    started = time.monotonic()
+    reply = chat(client, auth, "what time is it?")
+    assert time.monotonic() - started < 0.5 + 1.5, "the text did not wait for the voice"
+    assert reply["reply"].startswith("It's ")
+    assert (reply["audio_url"], reply["degraded"]) == (None, ["voice"])
+    assert signal_count(client, auth, "voice.latency") == 1
