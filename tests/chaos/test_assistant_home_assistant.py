@@ -119,12 +119,11 @@ def _ha_attributes(server: HomeAssistantServer, entity_id: str) -> dict[str, Any
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(
-    ("player", "plays"), [("media_player.bedroom", True), ("media_player.walkman", False)]
-)
+@pytest.mark.parametrize("player", ["media_player.bedroom", "media_player.walkman"])
 def test_a_spoken_reply_is_played_on_the_media_player(
-    make_client, auth, home_assistant_session, data_dir, player, plays
+    make_client, auth, home_assistant_session, data_dir, player
 ) -> None:
+    plays = player == "media_player.bedroom"  # the walkman cannot play media: HA answers 500
     client = make_client(
         ha_url=home_assistant_session.url,
         ha_token=home_assistant_session.token,
