@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite starts for real (redis-server; Java and Maven to
-# build and run the Neo4j launcher in tests/neo4j-launcher; espeak-ng for voice; Home Assistant), if missing.
+# build and run the Neo4j launcher in tests/neo4j-launcher; espeak-ng for voice; chromium for
+# the browser tests; Home Assistant), if missing.
 # Uses apt-get when run as root (CI and these machines); otherwise says what to install.
 set -euo pipefail
 # Home Assistant for the home-backend tests: PyPI `homeassistant` in a virtual environment of its
@@ -38,6 +39,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 { command -v java && command -v javac; } >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the browser tests (Playwright drives it)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
