@@ -302,3 +302,18 @@ def test_slow_tts_does_not_hold_the_text_reply(make_client, auth, tmp_path) -> N
     assert reply["reply"].startswith("It's ")
     assert (reply["audio_url"], reply["degraded"]) == (None, ["voice"])
     assert signal_count(client, auth, "voice.latency") == 1
+
+
+def test_with_the_graph_down_commands_resolve_from_the_legacy_cache(
+    make_client, auth, data_dir
+) -> None:
+    first = make_client()  # the embedded graph fills the legacy cache in the data dir
+    chat(first, auth, "what time is it?")
+    first.__exit__(None, None, None)
+    down = make_client(graph_url=f"bolt://127.0.0.1:{free_port()}", graph_query_timeout_s=0.5)
+    reply = chat(down, auth, "turn on the bedroom light")
+    assert reply["reply"] == "Done: the bedroom light is on (100 %)."
+    assert "graph" in reply["degraded"]
+    assert state_of(data_dir, "light.bedroom") == "on"
+    asked = chat(down, auth, "unlock the front door")  # the cached policy still asks first
+    assert asked["reply"].startswith("Do you want me to unlock the front door?")
