@@ -125,6 +125,10 @@ class ApiSettings:
     max_text_chars: int
     ws_max_frame_bytes: int
     ws_auth_timeout_s: float
+    ws_status_s: float  # how often an authenticated socket gets the /status snapshot
+    ws_reconnect_limit: int  # WS connections one client address may open per window
+    ws_reconnect_window_s: float
+    ws_max_frames_per_s: float  # per connection; a burst of twice this is allowed
 
 
 class Settings(BaseSettings):
@@ -206,6 +210,10 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(default=4000, ge=1)
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     ws_auth_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    ws_status_s: float = Field(default=2.0, gt=0, le=3600)
+    ws_reconnect_limit: int = Field(default=10, ge=1, le=10_000)
+    ws_reconnect_window_s: float = Field(default=60.0, gt=0, le=3600)
+    ws_max_frames_per_s: float = Field(default=20.0, gt=0, le=10_000)
 
     @field_validator(
         "redis_url", "broker_url", "graph_url", "ha_url", "ha_token", "ha_media_player",
@@ -317,4 +325,8 @@ class Settings(BaseSettings):
             max_text_chars=self.max_text_chars,
             ws_max_frame_bytes=self.ws_max_frame_bytes,
             ws_auth_timeout_s=self.ws_auth_timeout_s,
+            ws_status_s=self.ws_status_s,
+            ws_reconnect_limit=self.ws_reconnect_limit,
+            ws_reconnect_window_s=self.ws_reconnect_window_s,
+            ws_max_frames_per_s=self.ws_max_frames_per_s,
         )
