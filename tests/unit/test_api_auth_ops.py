@@ -133,7 +133,8 @@ def test_status_shape(make_client, auth) -> None:
     response = make_client().get("/status", headers=auth)
     assert response.status_code == 200
     status = response.json()
-    assert set(status) == {"zones", "breakers", "queues"}
+    assert set(status) == {"zones", "breakers", "queues", "signals"}
+    assert isinstance(status["signals"], list)
     assert status["zones"]["sync"]["mode"] == "normal"
     assert status["zones"]["sync"]["rate_limiter"] == "memory"  # no DENIS_REDIS_URL
     for zone in status["zones"].values():

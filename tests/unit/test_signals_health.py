@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -14,7 +16,7 @@ from denis.resilience import (
     ZoneStatus,
 )
 from denis.resilience.metrics import Metrics
-from denis.resilience.signals import SEED_SIGNALS
+from denis.resilience.signals import RECENT_SIGNALS, SEED_SIGNALS
 
 # The 19 signals of the seed (shared/seed/000_7e20a4e11984624f.txt), in its order.
 SEED_NAMES = [
@@ -178,7 +180,8 @@ def test_snapshot_has_the_status_shape_from_design(signals: Signals, metrics: Me
     board.add_queue("tts", lambda: 7)
 
     snapshot = board.snapshot()
-    assert set(snapshot) == {"zones", "breakers", "queues"}
+    assert set(snapshot) == {"zones", "breakers", "queues", "signals"}
+    assert snapshot["signals"] == []
     assert snapshot["zones"] == {
         "sync": {"mode": "normal"},
         "async": {"mode": "fail_open", "pending": 3},
@@ -198,6 +201,13 @@ def test_snapshot_has_the_status_shape_from_design(signals: Signals, metrics: Me
     snapshot = board.snapshot()
     assert snapshot["zones"]["sync"] == {"mode": "fallback"}
     assert snapshot["breakers"] == {"redis": "open"}
+    [opened] = snapshot["signals"]
+    assert opened["signal"] == "breaker.opened"
+    assert opened["fields"] == {"breaker": "redis", "previous": "closed"}
+    at = dt.datetime.fromisoformat(opened["at"])
+    assert at.tzinfo is not None
+    assert at.utcoffset() == dt.timedelta(0)
+    assert opened["at"].endswith("Z")
     assert metrics.registry.get_sample_value(degraded, {"zone": "sync"}) == 1.0
     clock.advance(5.0)
     assert board.snapshot()["breakers"] == {"redis": "half_open"}
@@ -207,3 +217,52 @@ def test_zone_status_degraded_means_anything_but_normal() -> None:
     assert not ZoneStatus("normal").degraded
     for mode in ("fallback", "fail_open", "legacy"):
         assert ZoneStatus(mode).degraded
+
+
+# -- recent signals: the last emissions, for /status and the web app -------------------------
+
+
+def test_recent_keeps_the_last_emissions_and_notes_but_not_counts(signals: Signals) -> None:
+    signals.count(Signal.WS_DISCONNECT_RATE)  # per-request counts stay out of the buffer
+    assert signals.recent() == []
+    assert signals.emitted == 0
+    for level in range(RECENT_SIGNALS + 5):
+        signals.emit(Signal.NEO4J_WRITE_QUEUE, level=level)
+    signals.note(Signal.RECOVERED, dependency="redis")
+    recent = signals.recent()
+    assert len(recent) == RECENT_SIGNALS
+    assert signals.emitted == RECENT_SIGNALS + 6
+    assert recent[0]["fields"] == {"level": 6}  # the oldest ones were dropped
+    assert recent[-2]["fields"] == {"level": RECENT_SIGNALS + 4}
+    assert recent[-1] == {**recent[-1], "signal": "dependency.recovered"}
+    assert recent[-1]["fields"] == {"dependency": "redis"}
+
+
+def test_recent_fields_are_short_scalars_without_secrets(signals: Signals) -> None:
+    signals.emit(
+        Signal.CELERY_BROKER_DOWN,
+        error="x" * 1000,
+        queues=("tools_ro", "tools_mut"),
+        api_key="sk-123",
+        token="denis_abc",
+        Password="hunter2",
+        budget_s=1.5,
+        nan=float("nan"),
+        obj=object(),
+        flag=True,
+        none=None,
+    )
+    [entry] = signals.recent()
+    fields = entry["fields"]
+    assert set(fields) == {"error", "queues", "budget_s", "nan", "obj", "flag", "none"}
+    assert len(fields["error"]) < 200
+    assert fields["queues"] == ["tools_ro", "tools_mut"]
+    assert (fields["budget_s"], fields["nan"], fields["flag"], fields["none"]) == (
+        1.5,
+        None,
+        True,
+        None,
+    )
+    assert isinstance(fields["obj"], str)
+    assert "sk-123" not in repr(signals.recent())
+    assert "hunter2" not in repr(signals.recent())

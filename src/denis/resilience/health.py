@@ -1,4 +1,5 @@
-"""The health board behind ``GET /status``: each zone's mode, every breaker's state.
+"""The health board behind ``GET /status``: each zone's mode, every breaker's state, each
+queue's length and the last signals emitted (``Signals.recent``).
 
 Zones register a status function and their breakers in ``app.py``; the board only reads them.
 It also turns breaker transitions into the ``breaker.*`` signals and the state gauge.
@@ -63,6 +64,7 @@ class HealthBoard:
             "zones": {name: {"mode": z.mode, **z.details} for name, z in zones.items()},
             "breakers": {name: b.state.value for name, b in self._breakers.items()},
             "queues": {name: length() for name, length in self._queues.items()},
+            "signals": self._signals.recent(),
         }
 
     def _on_transition(self, event: BreakerTransition) -> None:
