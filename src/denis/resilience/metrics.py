@@ -73,3 +73,16 @@ class Metrics:
             "1 while the rate limiter and budget store use Redis, 0 on the in-memory fallback.",
             registry=self.registry,
         )
+        # Reported by the web app (POST /telemetry): what the person in front of it waited.
+        self.client_rtt_seconds = Histogram(
+            "denis_client_rtt_seconds",
+            "WebSocket round trips measured by the web app.",
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.voice_latency_seconds = Histogram(
+            "denis_voice_latency_seconds",
+            "Voice turns measured by the web app, end of speech to the reply heard.",
+            registry=self.registry,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30),
+        )
