@@ -56,6 +56,11 @@ class HealthBoard:
     def zones(self) -> dict[str, ZoneStatus]:
         return {name: status() for name, status in self._zones.items()}
 
+    def modes(self) -> tuple[tuple[str, str], ...]:
+        """Each zone's mode and each breaker's state, cheaply: what a push on change compares."""
+        zones = tuple((name, status().mode) for name, status in self._zones.items())
+        return zones + tuple((name, b.state.value) for name, b in self._breakers.items())
+
     def snapshot(self) -> dict[str, Any]:
         zones = self.zones()
         for name, zone in zones.items():

@@ -74,7 +74,6 @@ class Signals:
         self._metrics = metrics
         self._log = structlog.get_logger("denis.signals")
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_SIGNALS)
-        self._emitted = 0
 
     @property
     def metrics(self) -> Metrics:
@@ -84,11 +83,6 @@ class Signals:
         self._metrics.signal_total.labels(signal=signal.value).inc()
         self._log.warning(signal.value, **fields)
         self._remember(signal, fields)
-
-    @property
-    def emitted(self) -> int:
-        """How many signals were emitted so far (a cheap change marker)."""
-        return self._emitted
 
     def recent(self) -> list[dict[str, Any]]:
         """The last emissions, oldest first: ``{"signal", "at" (ISO-8601 UTC), "fields"}``."""
@@ -106,7 +100,6 @@ class Signals:
     def _remember(self, signal: Signal, fields: dict[str, Any]) -> None:
         at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         self._recent.append({"signal": signal.value, "at": at, "fields": _safe_fields(fields)})
-        self._emitted += 1  # read by the WebSocket status push to notice news
 
 
 def _safe_fields(fields: dict[str, Any]) -> dict[str, Any]:
