@@ -132,10 +132,13 @@ def test_past_the_deadline_the_request_is_408_and_the_work_is_cancelled(make_cli
 
 def test_past_the_deadline_over_websocket_is_an_in_band_timeout(make_client, token, auth) -> None:
     responder = SlowResponder()
-    client = make_client(chat_timeout_s=TIMEOUT_S, app_kwargs={"responder": responder})
+    client = make_client(
+        chat_timeout_s=TIMEOUT_S, ws_status_s=3600, app_kwargs={"responder": responder}
+    )
     with client.websocket_connect("/chat") as ws:
         ws.send_json({"type": "auth", "token": token})
         assert ws.receive_json()["type"] == "auth_ok"
+        assert ws.receive_json()["type"] == "ready"
         ws.send_json({"type": "chat", "id": "slow-1", "text": "hello"})
         message = ws.receive_json()
         assert message["type"] == "error"
@@ -371,7 +374,9 @@ def test_ordinary_requests_that_look_a_bit_like_attacks_pass(make_client, auth, 
 
 def test_a_broken_detector_is_503_with_retry_after_not_500(make_client, token, auth) -> None:
     responder = CountingResponder()
-    client = make_client(app_kwargs={"responder": responder, "detector": BrokenDetector()})
+    client = make_client(
+        ws_status_s=3600, app_kwargs={"responder": responder, "detector": BrokenDetector()}
+    )
     response = client.post("/chat", json=HELLO, headers=auth)
     detail = assert_error(response, 503, "unavailable")
     assert "RuntimeError" not in detail
@@ -382,6 +387,7 @@ def test_a_broken_detector_is_503_with_retry_after_not_500(make_client, token, a
     with client.websocket_connect("/chat") as ws:
         ws.send_json({"type": "auth", "token": token})
         assert ws.receive_json()["type"] == "auth_ok"
+        assert ws.receive_json()["type"] == "ready"
         ws.send_json({"type": "chat", "id": 1, "text": "hello"})
         message = ws.receive_json()
         assert message["type"] == "error"
@@ -416,7 +422,7 @@ def test_an_unexpected_error_in_a_route_is_a_503_body(make_client) -> None:
 def test_a_malformed_reply_is_a_503_body_over_http_and_in_band_over_ws(
     make_client, token, auth
 ) -> None:
-    client = make_client(app_kwargs={"responder": MalformedResponder()})
+    client = make_client(ws_status_s=3600, app_kwargs={"responder": MalformedResponder()})
     response = client.post("/chat", json=HELLO, headers=auth)
     assert_error(response, 503, "unavailable")
     assert "AttributeError" not in response.text
@@ -425,6 +431,7 @@ def test_a_malformed_reply_is_a_503_body_over_http_and_in_band_over_ws(
     with client.websocket_connect("/chat") as ws:
         ws.send_json({"type": "auth", "token": token})
         assert ws.receive_json()["type"] == "auth_ok"
+        assert ws.receive_json()["type"] == "ready"
         ws.send_json({"type": "chat", "id": "m", "text": "hello"})
         message = ws.receive_json()
         assert message["type"] == "error"

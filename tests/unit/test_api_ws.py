@@ -46,9 +46,20 @@ def expect_close(ws: WebSocketTestSession, code: int) -> None:
     assert closed.value.code == code
 
 
+@pytest.fixture(autouse=True)
+def _no_periodic_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read one answer per message: keep the periodic status push out of the way
+    (``test_api_ws_live.py`` tests it)."""
+    monkeypatch.setenv("DENIS_WS_STATUS_S", "3600")
+
+
 def authenticate(ws: WebSocketTestSession, token: str) -> None:
     ws.send_json({"type": "auth", "token": token})
     assert ws.receive_json() == {"type": "auth_ok", "user": "alice"}
+    ready = ws.receive_json()
+    assert ready["type"] == "ready"
+    assert ready["user"] == "alice"
+    assert {"zones", "breakers", "queues", "signals"} <= set(ready["status"])
 
 
 def assert_usable(ws: WebSocketTestSession) -> None:
