@@ -146,10 +146,16 @@ async def test_first_run_then_a_restart_during_an_outage_answers_from_the_cache(
     first = Zone()
     async with first.open(settings) as zone:
         status = first.health.snapshot()
-        assert status["zones"]["graph"] == {"mode": "normal", "store": "neo4j", "cached_routes": 10}
+        assert status["zones"]["graph"] == {
+            "mode": "normal",
+            "store": "neo4j",
+            "cached_routes": len(default_home().routes),
+        }
         assert status["breakers"]["graph"] == "closed"
-        found = await zone.resolver.route("HassLockUnlock", first.deadline())
-        assert found == Resolved(Route("HassLockUnlock", "lock.unlock", "tools_mut"), legacy=False)
+        found = await zone.resolver.route("HassTurnOff:lock", first.deadline())
+        assert found == Resolved(
+            Route("HassTurnOff:lock", "lock.unlock", "tools_mut"), legacy=False
+        )
         decision = await zone.resolver.decide("lock.unlock", "alice", first.deadline())
         assert decision.value == UNLOCK_CONFIRM
         assert not decision.legacy
@@ -169,9 +175,13 @@ async def test_first_run_then_a_restart_during_an_outage_answers_from_the_cache(
     async with second.open(settings) as zone:
         assert time.monotonic() - began < 10, "a dead graph does not hold up the start"
         status = second.health.snapshot()
-        assert status["zones"]["graph"] == {"mode": "legacy", "store": "neo4j", "cached_routes": 10}
-        found = await zone.resolver.route("HassLockUnlock", second.deadline())
-        assert found == Resolved(Route("HassLockUnlock", "lock.unlock", "tools_mut"), legacy=True)
+        assert status["zones"]["graph"] == {
+            "mode": "legacy",
+            "store": "neo4j",
+            "cached_routes": len(default_home().routes),
+        }
+        found = await zone.resolver.route("HassTurnOff:lock", second.deadline())
+        assert found == Resolved(Route("HassTurnOff:lock", "lock.unlock", "tools_mut"), legacy=True)
         decision = await zone.resolver.decide("lock.unlock", "alice", second.deadline())
         assert decision == Resolved(UNLOCK_CONFIRM, legacy=True)
         device = zone.resolver.device("Luz de la cocina")
@@ -223,7 +233,7 @@ def test_denis_on_neo4j_and_the_graph_commands(
         assert graph_status(api.url, token) == {
             "mode": "normal",
             "store": "neo4j",
-            "cached_routes": 10,
+            "cached_routes": len(default_home().routes),
         }
 
         # `denis graph load` from another machine's point of view: its own data dir.
