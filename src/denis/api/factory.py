@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from denis.api import audio, chat, jobs, ops, websocket
+from denis.api import audio, chat, jobs, ops, telemetry, websocket
 from denis.api.errors import install_error_handlers
 from denis.api.services import Services
 from denis.api.trace import TraceMiddleware
@@ -45,6 +45,7 @@ def build_api(open_services: Callable[[], AbstractAsyncContextManager[Services]]
     app.include_router(ops.router)
     app.include_router(jobs.router)
     app.include_router(audio.router)
+    app.include_router(telemetry.router)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
