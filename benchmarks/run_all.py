@@ -5,7 +5,7 @@ holds a reviewed copy with the reading of each verdict. Each benchmark measures 
 a baseline taken in the same run, so results from a noisy machine still compare.
 
 Run: ``make bench``, or
-``.venv/bin/python benchmarks/run_all.py [pipeline|redis_hung|memory|dispatch|graph]``.
+``.venv/bin/python benchmarks/run_all.py [pipeline|redis_hung|memory|dispatch|graph|assistant]``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import bench_assistant
 import bench_dispatch
 import bench_graph
 import bench_limiter_memory
@@ -30,6 +31,7 @@ BENCHMARKS = {
         "5. Graph zone: route resolution, DecisionTrace enqueue and writer",
         bench_graph.run,
     ),
+    "assistant": ("6. Assistant end to end (issue 5)", bench_assistant.run),
 }
 
 
