@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from denis.api import Services, build_api
 from denis.assistant.wiring import AssistantParts, open_assistant, register_assistant
@@ -56,6 +57,9 @@ class TracedPipeline:
         self._graph = graph
         self._clock = clock
         self._metrics = metrics
+        self._counted: dict[str, Counter] = {}  # outcome -> its labelled counter
+        self._second = -1  # the UTC second ``_second_iso`` formats
+        self._second_iso = ""
 
     async def run(self, request: TurnRequest, deadline: Deadline) -> TurnReply:
         started_s = self._clock.now_s()
@@ -79,12 +83,17 @@ class TracedPipeline:
     ) -> None:
         elapsed_s = self._clock.now_s() - started_s
         intent, tool = decided
-        self._metrics.chat_requests_total.labels(outcome=outcome).inc()
+        counter = self._counted.get(outcome)
+        if counter is None:
+            counter = self._counted[outcome] = self._metrics.chat_requests_total.labels(
+                outcome=outcome
+            )
+        counter.inc()
         self._metrics.chat_latency_seconds.observe(elapsed_s)
         self._graph.traces.record(
             DecisionTrace(
                 trace_id=request.trace_id,
-                at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                at=self._now_iso(),
                 user=request.principal.user,
                 text=request.text[:_TRACE_TEXT_CHARS],
                 intent=intent,
@@ -94,6 +103,16 @@ class TracedPipeline:
                 modes=modes,
             )
         )
+
+    def _now_iso(self) -> str:
+        """``datetime.now(UTC).isoformat(timespec="milliseconds")``, the same string, with the
+        date and time of day formatted once a second rather than per turn."""
+        now_us = time.time_ns() // 1000
+        second, micros = divmod(now_us, 1_000_000)
+        if second != self._second:
+            at = dt.datetime.fromtimestamp(second, dt.UTC)
+            self._second, self._second_iso = second, at.isoformat(timespec="seconds")[:-6]
+        return f"{self._second_iso}.{micros // 1000:03d}+00:00"
 
 
 def build_registry(
