@@ -79,7 +79,10 @@ const voice = new Voice({
 });
 
 telemetry.onEvent((event) => {
-  if (event.type === "rtt") latencyChart.add("round trip", event.value, event.at);
+  if (event.type === "rtt" || (event.type === "ws_state" && event.detail === "slow")) {
+    latencyChart.add("round trip", event.value, event.at);
+    showRtt();
+  }
 });
 
 function sendText(text) {
@@ -100,7 +103,17 @@ function watch(item) {
   }, 250);
 }
 
+function showRtt() {
+  const rtt = connection.rtt();
+  const open = connection.state() === "open";
+  let text = open ? "—" : "— (no live connection)";
+  if (rtt !== null) text = open ? `${rtt} ms` : `${rtt} ms (too slow: using HTTP)`;
+  $("#rtt").textContent = text;
+}
+
 function showState(state) {
+  if (state === "offline") panel.markStale();
+  showRtt();
   const pill = $("#connection-state");
   pill.textContent = STATE_TEXT[state];
   pill.dataset.state = state;
@@ -113,8 +126,7 @@ function showStatus(status) {
   const queues = status && typeof status.queues === "object" && status.queues ? status.queues : {};
   const total = Object.values(queues).reduce((sum, n) => sum + (Number(n) || 0), 0);
   queueChart.add("queued jobs", total);
-  const rtt = connection.rtt();
-  $("#rtt").textContent = rtt === null ? "—" : `${rtt} ms`;
+  showRtt();
 }
 
 function askForToken(message) {

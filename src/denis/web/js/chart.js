@@ -97,6 +97,13 @@ export class LineChart {
     });
     ctx.stroke();
     ctx.lineWidth = 1;
+    const last = points[points.length - 1]; // a dot on the newest sample, visible even alone
+    const lastX = pad.left + (offset + points.length - 1) * step;
+    const lastY = pad.top + plotH * (1 - Math.min(last.value, top) / top);
+    ctx.fillStyle = series.color;
+    ctx.beginPath();
+    ctx.arc(lastX - 2, lastY, 3, 0, 2 * Math.PI);
+    ctx.fill();
   }
 }
 

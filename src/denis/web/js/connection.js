@@ -92,8 +92,9 @@ export class Connection {
     return "connecting";
   }
 
+  /** The socket's last round trip in ms; null without an authenticated socket. */
   rtt() {
-    return this.lastRttMs ?? null;
+    return this.wsAuthed ? (this.lastRttMs ?? null) : null;
   }
 
   send(text) {
@@ -171,6 +172,7 @@ export class Connection {
     this.wsAuthed = true;
     this.wsSlow = false;
     this.fastPongs = 0;
+    this.lastRttMs = null;
     this.failures = 0;
     this.telemetry.record("ws_state", { detail: "open" });
     this.emitState();

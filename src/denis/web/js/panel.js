@@ -14,7 +14,18 @@ export class StatusPanel {
     this.queues = root.querySelector("#queues");
     this.signals = root.querySelector("#signals");
     this.updated = root.querySelector("#status-updated");
+    this.root = root;
     this.lastSummary = "";
+    this.updatedAt = null;
+  }
+
+  /** Denis unreachable: say the panel shows the last known status, not the current one. */
+  markStale() {
+    this.root.classList.add("stale");
+    const when = this.updatedAt ? ` (last update ${this.updatedAt.toLocaleTimeString()})` : "";
+    this.lastSummary = `Denis can't be reached: this status may be out of date${when}.`;
+    this.summary.textContent = this.lastSummary;
+    this.summary.dataset.tone = "bad";
   }
 
   render(status) {
@@ -33,8 +44,10 @@ export class StatusPanel {
     );
     const signals = Array.isArray(status.signals) ? status.signals.slice(-MAX_SIGNALS).reverse() : [];
     fill(this.signals, signals, signalRow, "No recent signals");
+    this.root.classList.remove("stale");
     this.setSummary(zones, breakers);
-    this.updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    this.updatedAt = new Date();
+    this.updated.textContent = `Updated ${this.updatedAt.toLocaleTimeString()}`;
   }
 
   setSummary(zones, breakers) {
@@ -103,7 +116,7 @@ function signalRow(signal) {
   const fields = signal && signal.fields && typeof signal.fields === "object" ? signal.fields : {};
   const summary = Object.entries(fields)
     .slice(0, 3)
-    .map(([key, value]) => `${key}=${typeof value === "object" ? "…" : String(value)}`)
+    .map(([key, value]) => `${key}=${fieldText(value)}`)
     .join(" ");
   if (summary) {
     const detail = document.createElement("span");
@@ -112,4 +125,9 @@ function signalRow(signal) {
     item.append(detail);
   }
   return item;
+}
+
+function fieldText(value) {
+  if (Array.isArray(value)) return value.map((v) => (typeof v === "object" ? "…" : String(v))).join(",");
+  return value !== null && typeof value === "object" ? "…" : String(value);
 }

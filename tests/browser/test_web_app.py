@@ -1,0 +1,306 @@
+"""The web app in a real headless Chromium against a real ``denis serve`` process.
+
+Each test opens ``/?<fast clock>#token=...`` (the page takes its backoff and polling periods from
+the query string, so a reconnect schedule of 1, 2, 4 … s runs as 0.2, 0.4, 0.8 … s) and reads
+the page's test hooks (``window.denisDebug``) and the server's own counters (``/metrics``) to
+prove what happened. Screenshots of the main states land in ``tests/artifacts/browser/``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import screenshot
+from servers import DenisProcess, RedisServer, create_token
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+FAST = "backoff_base_ms=200&backoff_cap_ms=1600&status_poll_ms=300&telemetry_upload_ms=300"
+HELLO = "Hello! I'm Denis. Ask me to switch a light, open the garage or check the temperature."
+JITTER_LOW = 0.75  # js/backoff.js: a delay is 75-100 % of its step
+
+
+def open_app(page: Any, denis: DenisProcess, token: str, query: str = FAST) -> None:
+    page.goto(f"{denis.url}/?{query}#token={token}")
+    wait_state(page, "open")
+
+
+def wait_state(page: Any, state: str, timeout_ms: int = 15_000) -> None:
+    page.wait_for_function(
+        "s => window.denisDebug && window.denisDebug.state() === s", arg=state, timeout=timeout_ms
+    )
+
+
+def say(page: Any, text: str) -> None:
+    page.fill("#message-input", text)
+    page.press("#message-input", "Enter")
+
+
+def replies(page: Any) -> list[str]:
+    return [t.strip() for t in page.locator("#messages .entry.denis .text").all_inner_texts()]
+
+
+def wait_replies(page: Any, count: int) -> list[str]:
+    page.wait_for_function(
+        "n => document.querySelectorAll('#messages .entry.denis').length >= n", arg=count
+    )
+    return replies(page)
+
+
+def metric(denis: DenisProcess, token: str, name: str, **labels: str) -> float:
+    text = httpx.get(
+        f"{denis.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5
+    ).text
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    pattern = re.compile(rf"^{re.escape(name)}(?:\{{{re.escape(wanted)}\}})? (\S+)$", re.MULTILINE)
+    match = pattern.search(text) if wanted else re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def sigkill(denis: DenisProcess) -> None:
+    assert denis.proc is not None
+    denis.proc.kill()
+    denis.proc.wait(timeout=10)
+    denis.proc = None
+
+
+@pytest.fixture
+def denis(denis_factory: Callable[..., DenisProcess]) -> DenisProcess:
+    return denis_factory()
+
+
+@pytest.fixture
+def user_token(denis: DenisProcess) -> str:
+    return create_token(denis.data_dir, "browser")
+
+
+def test_a_conversation_round_trip_over_the_websocket(
+    page: Any, denis: DenisProcess, user_token: str
+) -> None:
+    open_app(page, denis, user_token)
+    assert "token" not in page.url  # taken out of the address bar at once
+    assert page.evaluate("localStorage.getItem('denis.token')") == user_token
+
+    say(page, "turn on the kitchen light")
+    assert wait_replies(page, 1) == ["Done: the kitchen light is on (100 %)."]
+    assert page.input_value("#message-input") == ""  # the box is ready for the next one
+    assert page.evaluate("denisDebug.queue()") == []
+    assert page.evaluate("denisDebug.sent") == 1
+    assert metric(denis, user_token, "denis_chat_requests_total", outcome="ok") == 1
+
+    # The panel is live (the WebSocket's ready/status frames) and the page's telemetry arrives.
+    page.wait_for_selector("#zones li[data-name='sync']")
+    page.wait_for_selector("#breakers li[data-name='graph'] .pill.ok")
+    page.wait_for_function("denisDebug.telemetry().uploaded > 0")
+    assert metric(denis, user_token, "denis_client_rtt_seconds_count") >= 1
+    assert page.evaluate("denisDebug.telemetry().failedUploads") == 0
+    screenshot(page, "01-conversation")
+
+
+def test_killed_server_page_reconnects_on_the_backoff_schedule_and_delivers_once(
+    page: Any, denis: DenisProcess, user_token: str
+) -> None:
+    open_app(page, denis, user_token)
+    say(page, "hello")
+    wait_replies(page, 1)
+    base_ms, cap_ms = 200, 1600
+
+    before_kill = len(page.evaluate("denisDebug.attempts"))
+    sigkill(denis)
+    wait_state(page, "offline")
+    first_attempt = len(page.evaluate("denisDebug.attempts"))
+    say(page, "turn on the bedroom light")
+    queued = page.evaluate("denisDebug.queue()")
+    assert [(m["text"], m["state"]) for m in queued] == [("turn on the bedroom light", "queued")]
+    page.wait_for_selector("#messages .entry.me[data-state='queued']")
+    assert "can't be reached" in page.inner_text("#connection-help")
+    screenshot(page, "02-offline-message-queued")
+    # Let the page try a few times while nothing listens: 0.2 + 0.4 + 0.8 + 1.6 + 1.6 s.
+    page.wait_for_function(
+        "n => denisDebug.attempts.length >= n", arg=first_attempt + 5, timeout=20_000
+    )
+    assert page.evaluate("denisDebug.sent") == 1  # the queued message has not gone anywhere
+
+    denis.start()  # the same port and data dir
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#messages .entry.denis .text')]"
+        ".some(e => e.textContent.includes('bedroom'))",
+        timeout=20_000,
+    )
+    wait_state(page, "open")
+    time.sleep(1)  # a doubled send would have had time to produce a second answer
+    assert replies(page) == [HELLO, "Done: the bedroom light is on (100 %)."]
+    assert page.evaluate("denisDebug.sent") == 2
+    assert page.evaluate("denisDebug.queue()") == []
+    # Server side, the restarted process ran exactly one turn: the queued message, once.
+    assert metric(denis, user_token, "denis_chat_requests_total", outcome="ok") == 1
+
+    # Attempts since the kill: the k-th in a row to fail (k = 1, 2, …) was followed by a wait of
+    # min(cap, base·2^k), jittered down by at most 25 %. The upper bound only proves the page did
+    # not stall (a refused connection takes a moment to report); the lower bound is the schedule.
+    attempts = page.evaluate("denisDebug.attempts")[before_kill:]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(gaps) >= 5
+    for k, gap in enumerate(gaps, start=1):
+        step = min(cap_ms, base_ms * 2**k)
+        assert gap >= JITTER_LOW * step - 20, (k, gaps)
+        assert gap <= step + 3000, (k, gaps)
+    assert max(gaps) >= JITTER_LOW * cap_ms  # it grew to the cap
+    screenshot(page, "03-reconnected-delivered-once")
+
+
+def test_websocket_blocked_page_works_over_http(
+    context: Any, denis: DenisProcess, user_token: str
+) -> None:
+    refused: list[str] = []
+
+    def refuse(ws: Any) -> None:  # a proxy or firewall that kills every WebSocket
+        refused.append(ws.url)
+        ws.close(code=1011, reason="blocked")
+
+    context.route_web_socket(re.compile(r".*/chat$"), refuse)
+    page = context.new_page()
+    page.goto(f"{denis.url}/?{FAST}#token={user_token}")
+    wait_state(page, "http")
+    assert "Connected (fallback)" in page.inner_text("#connection-state")
+
+    say(page, "turn on the kitchen light")
+    assert wait_replies(page, 1) == ["Done: the kitchen light is on (100 %)."]
+    page.wait_for_selector("#zones li[data-name='graph']")  # from polling GET /status
+    assert refused  # the page kept trying the WebSocket
+    assert page.evaluate("denisDebug.sent") == 1
+    assert metric(denis, user_token, "denis_chat_requests_total", outcome="ok") == 1
+    screenshot(page, "04-websocket-blocked-http-fallback")
+
+
+def test_slow_websocket_falls_back_to_http_and_returns_when_fast(
+    context: Any, denis: DenisProcess, user_token: str
+) -> None:
+    """A socket whose pongs stop coming (a congested link) counts as slower than the threshold:
+    chats go over HTTP; when pongs come back, the page returns to the socket."""
+    link = {"drop_pongs": False}
+
+    def relay(ws: Any) -> None:
+        server = ws.connect_to_server()
+        ws.on_message(server.send)
+
+        def to_page(message: str | bytes) -> None:
+            if link["drop_pongs"] and isinstance(message, str) and '"pong"' in message:
+                return
+            ws.send(message)
+
+        server.on_message(to_page)
+
+    context.route_web_socket(re.compile(r".*/chat$"), relay)
+    page = context.new_page()
+    open_app(page, denis, user_token, f"{FAST}&ping_ms=200&http_fallback_rtt_ms=600")
+
+    link["drop_pongs"] = True
+    wait_state(page, "http")
+    say(page, "turn on the kitchen light")
+    assert wait_replies(page, 1) == ["Done: the kitchen light is on (100 %)."]
+    screenshot(page, "05-slow-websocket-http")
+
+    link["drop_pongs"] = False
+    wait_state(page, "open")
+    say(page, "turn off the kitchen light")
+    assert wait_replies(page, 2)[1] == "Done: the kitchen light is off."
+    assert page.evaluate("denisDebug.sent") == 2
+    assert metric(denis, user_token, "denis_chat_requests_total", outcome="ok") == 2
+
+
+def test_backend_errors_are_friendly_sentences(
+    page: Any, denis_factory: Callable[..., DenisProcess], tmp_path: Path
+) -> None:
+    denis = denis_factory({"DENIS_RATE_LIMIT_USER": "2/minute"})
+    token = create_token(denis.data_dir, "browser")
+    open_app(page, denis, token)
+    for text in ("hello", "what can you do", "turn on the kitchen light"):
+        say(page, text)
+    page.wait_for_selector("#messages .entry.error[data-code='rate_limited']")
+    error = page.inner_text("#messages .entry.error")
+    assert error.startswith("You're sending messages faster than Denis can take them.")
+    assert "Try again in" in error
+    assert not re.search(r"[{}\[\]]|rate_limited|Traceback", page.inner_text("#messages"))
+    screenshot(page, "06-rate-limited")
+
+    denis.stop()
+    wait_state(page, "offline")
+    assert page.inner_text("#connection-state") == "Offline"
+    assert "can't be reached" in page.inner_text("#connection-help")
+    say(page, "are you there")
+    page.wait_for_selector("#messages .entry.me[data-state='queued']")
+    assert "will be sent when Denis is reachable" in page.inner_text("#messages")
+    screenshot(page, "07-server-stopped")
+
+
+def test_panel_shows_the_redis_breaker_opening_when_redis_dies(
+    page: Any, denis_factory: Callable[..., DenisProcess], redis_server: RedisServer
+) -> None:
+    denis = denis_factory(
+        {"DENIS_REDIS_URL": redis_server.url, "DENIS_REDIS_BREAKER_COOLDOWN_S": "300"}
+    )
+    token = create_token(denis.data_dir, "browser")
+    open_app(page, denis, token)
+    page.wait_for_selector("#breakers li[data-name='redis'] .pill.ok")
+    assert page.inner_text("#breakers li[data-name='redis'] .pill") == "closed"
+
+    redis_server.kill()
+    for n in range(1, 5):  # each turn asks the rate limiter, which fails over to memory
+        say(page, f"hello {n}")
+        wait_replies(page, n)
+    page.wait_for_selector("#breakers li[data-name='redis'] .pill.bad", timeout=10_000)
+    assert page.inner_text("#breakers li[data-name='redis'] .pill") == "open"
+    assert "redis breaker open" in page.inner_text("#status-summary")
+    page.wait_for_selector("#signals li:has-text('breaker.opened')")
+    screenshot(page, "08-redis-breaker-open")
+
+
+def test_a_token_entered_by_hand(page: Any, denis: DenisProcess, user_token: str) -> None:
+    page.goto(f"{denis.url}/?{FAST}")
+    page.wait_for_selector("#token-form:not([hidden])")
+    assert page.evaluate("document.activeElement.id") == "token-input"
+    screenshot(page, "09-token-form")
+
+    page.fill("#token-input", "not-a-token")
+    page.press("#token-input", "Enter")
+    page.wait_for_selector("#token-error:has-text('didn')")
+    assert page.is_visible("#token-form")
+
+    page.fill("#token-input", user_token)
+    page.click("#token-form button[type=submit]")
+    wait_state(page, "open")
+    assert page.is_hidden("#token-form")
+    say(page, "hello")
+    assert wait_replies(page, 1) == [HELLO]
+
+
+def test_phone_sized_screen(browser: Any, denis: DenisProcess, user_token: str) -> None:
+    context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+    try:
+        page = context.new_page()
+        open_app(page, denis, user_token)
+        page.keyboard.press("Tab")  # from the top, the keyboard meets the skip link first
+        assert page.evaluate("document.activeElement.className") == "skip"
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.id") == "message-input"
+        say(page, "what is the temperature in the living room")
+        wait_replies(page, 1)
+        # Nothing wider than the screen, the box and its buttons reachable.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        for selector in ("#message-input", "#send", "#mic"):
+            box = page.locator(selector).bounding_box()
+            assert box is not None
+            assert box["x"] >= 0
+            assert box["x"] + box["width"] <= 360
+        screenshot(page, "10-phone")
+    finally:
+        context.close()
