@@ -9,6 +9,7 @@ prove what happened. Screenshots of the main states land in ``tests/artifacts/br
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
 from collections.abc import Callable
@@ -304,3 +305,45 @@ def test_phone_sized_screen(browser: Any, denis: DenisProcess, user_token: str) 
         screenshot(page, "10-phone")
     finally:
         context.close()
+
+
+def test_reconnect_storm_the_page_obeys_the_1013_retry_hint(
+    context: Any, denis_factory: Callable[..., DenisProcess]
+) -> None:
+    """The server lets a client open 2 sockets per 3 s window; the page's sockets are cut (by the
+    relay, as a flaky network would) until the third is refused with 1013 and a retry hint. The
+    page must wait at least that long: one refusal, not a storm of them."""
+    denis = denis_factory({"DENIS_WS_RECONNECT_LIMIT": "2", "DENIS_WS_RECONNECT_WINDOW_S": "3"})
+    token = create_token(denis.data_dir, "browser")
+    routes: list[Any] = []
+    closes: list[tuple[int | None, str | None]] = []
+
+    def relay(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def closed(code: int | None, reason: str | None) -> None:
+            closes.append((code, reason))
+            ws.close(code=code, reason=reason)
+
+        server.on_close(closed)
+        routes.append(ws)
+
+    context.route_web_socket(re.compile(r".*/chat$"), relay)
+    page = context.new_page()
+    open_app(page, denis, token)
+    for connections in (1, 2):  # cut the page's socket: it reconnects after ~0.2 s
+        assert len(routes) == connections
+        routes[-1].close(code=4001, reason="cut")
+        page.wait_for_function("n => denisDebug.attempts.length > n", arg=connections)
+    wait_state(page, "open", timeout_ms=20_000)
+
+    refusals = [(code, reason) for code, reason in closes if code == 1013]
+    assert len(refusals) == 1, closes
+    retry_after_s = json.loads(refusals[0][1] or "{}")["retry_after_s"]
+    assert retry_after_s >= 1
+    attempts = page.evaluate("denisDebug.attempts")
+    assert len(attempts) == 4  # two cut, one refused, one after the hint
+    assert attempts[3] - attempts[2] >= retry_after_s * 1000
+    assert metric(denis, token, "denis_signal_total", signal="ws.reconnect_storm") == 1
+    say(page, "hello")
+    assert wait_replies(page, 1) == [HELLO]

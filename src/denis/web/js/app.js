@@ -79,7 +79,7 @@ const voice = new Voice({
 });
 
 telemetry.onEvent((event) => {
-  if (event.type === "rtt" || (event.type === "ws_state" && event.detail === "slow")) {
+  if (event.type === "rtt") {
     latencyChart.add("round trip", event.value, event.at);
     showRtt();
   }

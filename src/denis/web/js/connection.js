@@ -237,7 +237,8 @@ export class Connection {
     for (const [id, sentAt] of this.pings) {
       if (now - sentAt > this.config.http_fallback_rtt_ms) {
         this.pings.delete(id);
-        this.markSlow(now - sentAt); // no pong in time: as slow as it has been waiting
+        this.telemetry.record("rtt", { value: now - sentAt, detail: "no pong yet" });
+        this.markSlow(now - sentAt); // no pong in time: at least as slow as it has waited
       }
     }
     this.pingCount = (this.pingCount || 0) + 1;
