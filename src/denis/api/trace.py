@@ -8,30 +8,28 @@ own 500 handler would log a traceback per request and re-raise.
 
 from __future__ import annotations
 
-import contextvars
 import traceback
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from denis.api.errors import unexpected_response
-from denis.resilience.logs import bind_trace_id, new_trace_id
+from denis.resilience.logs import bind_trace_id, bound_trace_id, new_trace_id, unbind_trace_id
 
 __all__ = ["TraceMiddleware", "current_trace_id"]
 
 _log = structlog.get_logger("denis.api")
-_trace_id: contextvars.ContextVar[str] = contextvars.ContextVar("denis_trace_id", default="")
 
-SECURITY_HEADERS = [
+SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
     (b"cache-control", b"no-store"),
-]
+)
 
 
 def current_trace_id() -> str:
-    return _trace_id.get() or new_trace_id()
+    return bound_trace_id() or new_trace_id()
 
 
 def _where(exc: BaseException) -> str:
@@ -51,18 +49,18 @@ class TraceMiddleware:
             await self.app(scope, receive, send)
             return
         trace_id = new_trace_id()
-        token = _trace_id.set(trace_id)
-        bind_trace_id(trace_id)
+        token = bind_trace_id(trace_id)
         started = False
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = list(message.get("headers", []))
-                headers.append((b"x-trace-id", trace_id.encode()))
-                headers.extend(SECURITY_HEADERS)
-                message["headers"] = headers
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-trace-id", trace_id.encode()),
+                    *SECURITY_HEADERS,
+                ]
             await send(message)
 
         try:
@@ -72,4 +70,4 @@ class TraceMiddleware:
             if scope["type"] == "http" and not started:
                 await unexpected_response()(scope, receive, send_with_headers)
         finally:
-            _trace_id.reset(token)
+            unbind_trace_id(token)

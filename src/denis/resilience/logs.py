@@ -3,22 +3,50 @@
 Configured once by the CLI's ``main()``; nothing configures logging at import time. Records
 from the standard library (uvicorn's) go through the same JSON renderer, so an operator reads
 one format.
+
+The trace id lives in one ``ContextVar`` of its own, set once per request and added to a log
+line by the ``add_trace_id`` processor only when a line is written. Binding it with
+``structlog.contextvars`` instead cost every request about 3 µs (a context scan to clear, a
+variable to bind) for log lines Denis mostly never writes: it logs state changes, not requests.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-import uuid
+from collections.abc import MutableMapping
+from contextvars import ContextVar, Token
+from typing import Any
 
 import structlog
 
-__all__ = ["bind_trace_id", "configure_logging", "new_trace_id"]
+__all__ = [
+    "add_trace_id",
+    "bind_trace_id",
+    "bound_trace_id",
+    "configure_logging",
+    "new_trace_id",
+    "unbind_trace_id",
+]
+
+_trace_id: ContextVar[str | None] = ContextVar("denis_trace_id", default=None)
+
+
+def add_trace_id(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The structlog processor adding the bound trace id (if any) to a log line."""
+    trace_id = _trace_id.get()
+    if trace_id is not None:
+        event_dict.setdefault("trace_id", trace_id)
+    return event_dict
 
 
 def configure_logging(level: str = "INFO") -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -44,9 +72,18 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def new_trace_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (``os.urandom``: 0.6 µs, ``uuid4().hex``: 4 µs)."""
+    return os.urandom(16).hex()
 
 
-def bind_trace_id(trace_id: str) -> None:
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(trace_id=trace_id)
+def bind_trace_id(trace_id: str) -> Token[str | None]:
+    """Bind ``trace_id`` to this context's log lines; the token undoes it."""
+    return _trace_id.set(trace_id)
+
+
+def unbind_trace_id(token: Token[str | None]) -> None:
+    _trace_id.reset(token)
+
+
+def bound_trace_id() -> str | None:
+    return _trace_id.get()
