@@ -8,12 +8,15 @@ same JSON body and answers a reply of the same shape. Both get the same request 
 (a) In process: ``httpx.AsyncClient`` over ``httpx.ASGITransport`` (lifespans entered by hand,
     since the transport does not run them), sequential, the targets interleaved in blocks so
     that drift on a noisy machine hits all of them alike. Added ms = Denis - bare, per percentile.
-(b) Real processes: ``python -m denis serve`` and the bare app under uvicorn, the raw-socket
-    load generator in this process: sequential latency, then throughput at 16 connections,
-    with each server's CPU time per request (from ``/proc``): a steadier view of its cost than
-    req/s, since the client, the servers and Redis share the machine's CPUs.
+(b) Real processes: ``denis serve`` (``foundation_server.py``) and the bare app under
+    uvicorn, the raw-socket load generator in this process: sequential latency, then
+    throughput at 16 connections, with each server's CPU time per request (from ``/proc``): a
+    steadier view of its cost than req/s, since the client, the servers and Redis share the
+    machine's CPUs.
 
-Denis runs in memory (no Redis) and on a real ``redis-server``.
+Denis runs in memory (no Redis) and on a real ``redis-server``, with the sync plane's
+``BasicResponder`` (``harness.FoundationProcess``): issue 2's pipeline. The assistant that
+``create_app`` answers with by default has its own benchmark (``bench_assistant.py``).
 Targets (issue 2): <= 1 ms added at p50, <= 3 ms at p99, >= 60 % of the bare throughput.
 
 Run: ``.venv/bin/python benchmarks/bench_pipeline.py`` (or ``make bench`` for all).
@@ -34,11 +37,12 @@ from prometheus_client import CollectorRegistry
 from denis.app import create_app
 from denis.resilience.logs import configure_logging
 from denis.settings import Settings
+from denis.sync_plane import BasicResponder
 from harness import (
     CHAT_TEXT,
     HIGH_LIMITS,
     BareProcess,
-    DenisProcess,
+    FoundationProcess,
     RedisServer,
     chat_request,
     create_token,
@@ -82,8 +86,12 @@ def _settings(data_dir: Path, redis_url: str | None) -> Settings:
 async def _in_process(data_dir: Path, token: str, redis_url: str) -> dict[str, list[float]]:
     apps = {
         BARE: make_bare_app(),
-        MEM: create_app(_settings(data_dir, None), registry=CollectorRegistry()),
-        REDIS: create_app(_settings(data_dir, redis_url), registry=CollectorRegistry()),
+        MEM: create_app(
+            _settings(data_dir, None), responder=BasicResponder(), registry=CollectorRegistry()
+        ),
+        REDIS: create_app(
+            _settings(data_dir, redis_url), responder=BasicResponder(), registry=CollectorRegistry()
+        ),
     }
     body = httpx.Request("POST", "http://x", json={"text": CHAT_TEXT}).read()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -147,7 +155,7 @@ def _latency_rows(
 
 
 async def _over_sockets(
-    targets: dict[str, BareProcess | DenisProcess], token: str
+    targets: dict[str, BareProcess | FoundationProcess], token: str
 ) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float, float, float]]]]:
     requests = {name: chat_request(t.port, token) for name, t in targets.items()}
     for name, target in targets.items():  # warm-up: imports, pools, Lua script cache
@@ -217,8 +225,8 @@ def run() -> str:
         bare = BareProcess(work / "bare.log")
         env_mem = dict(HIGH_LIMITS)
         env_redis = {**HIGH_LIMITS, "DENIS_REDIS_URL": redis.url}
-        denis_mem = DenisProcess(data_dir, env_mem)
-        denis_redis = DenisProcess(data_dir, env_redis)
+        denis_mem = FoundationProcess(data_dir, env_mem)
+        denis_redis = FoundationProcess(data_dir, env_redis)
         with started(redis, bare, denis_mem, denis_redis):
             redis.start()
             print("pipeline: in-process (ASGITransport) ...", flush=True)
@@ -227,7 +235,7 @@ def run() -> str:
             bare.start()
             denis_mem.start()
             denis_redis.start()
-            targets: dict[str, BareProcess | DenisProcess] = {
+            targets: dict[str, BareProcess | FoundationProcess] = {
                 BARE: bare,
                 MEM: denis_mem,
                 REDIS: denis_redis,

@@ -2,7 +2,8 @@
 
 ``bench_pipeline.py`` measures one version against the bare route. To tell whether a change
 made Denis cheaper, on a shared and noisy machine, both versions have to run at the same time:
-this starts the bare route and, for each source tree, Denis in memory and on one shared
+this starts the bare route and, for each source tree, Denis (``harness.FoundationProcess``:
+``denis serve`` with the sync plane's ``BasicResponder``) in memory and on one shared
 ``redis-server``, all as real uvicorn processes, and interleaves their load rounds (16
 connections, as in ``bench_pipeline.py`` (b2)), plus 300 sequential requests per round.
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from harness import (
     HIGH_LIMITS,
     BareProcess,
-    DenisProcess,
+    FoundationProcess,
     RedisServer,
     chat_request,
     create_token,
@@ -50,7 +51,7 @@ class Rounds:
 
 
 async def _measure(
-    targets: dict[str, BareProcess | DenisProcess], token: str, rounds: int
+    targets: dict[str, BareProcess | FoundationProcess], token: str, rounds: int
 ) -> dict[str, Rounds]:
     requests = {name: chat_request(t.port, token) for name, t in targets.items()}
     for name, target in targets.items():
@@ -115,13 +116,13 @@ def main() -> None:
         data_dir.mkdir()
         token = create_token(data_dir, "bench")
         redis = RedisServer(work / "redis")
-        targets: dict[str, BareProcess | DenisProcess] = {BARE: BareProcess(work / "bare.log")}
+        targets: dict[str, BareProcess | FoundationProcess] = {BARE: BareProcess(work / "bare.log")}
         with started(redis):
             redis.start()
             for label, src in versions.items():
                 env = {**HIGH_LIMITS, "PYTHONPATH": str(src)}
-                targets[f"Denis {label}, in memory"] = DenisProcess(data_dir, env)
-                targets[f"Denis {label}, Redis"] = DenisProcess(
+                targets[f"Denis {label}, in memory"] = FoundationProcess(data_dir, env)
+                targets[f"Denis {label}, Redis"] = FoundationProcess(
                     data_dir, {**env, "DENIS_REDIS_URL": redis.url}
                 )
             with started(*targets.values()):
