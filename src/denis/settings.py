@@ -129,6 +129,8 @@ class ApiSettings:
     ws_reconnect_limit: int  # WS connections one client address may open per window
     ws_reconnect_window_s: float
     ws_max_frames_per_s: float  # per connection; a burst of twice this is allowed
+    ws_max_connections_per_client: int  # open WS connections at once per client address
+    cors_origins: tuple[str, ...]  # origins allowed cross-origin access (and WS); none by default
 
 
 class Settings(BaseSettings):
@@ -214,6 +216,8 @@ class Settings(BaseSettings):
     ws_reconnect_limit: int = Field(default=10, ge=1, le=10_000)
     ws_reconnect_window_s: float = Field(default=60.0, gt=0, le=3600)
     ws_max_frames_per_s: float = Field(default=20.0, gt=0, le=10_000)
+    ws_max_connections_per_client: int = Field(default=16, ge=1, le=10_000)
+    cors_origins: str = ""  # comma-separated, e.g. "https://home.example,http://10.0.0.5:8084"
 
     @field_validator(
         "redis_url", "broker_url", "graph_url", "ha_url", "ha_token", "ha_media_player",
@@ -329,4 +333,10 @@ class Settings(BaseSettings):
             ws_reconnect_limit=self.ws_reconnect_limit,
             ws_reconnect_window_s=self.ws_reconnect_window_s,
             ws_max_frames_per_s=self.ws_max_frames_per_s,
+            ws_max_connections_per_client=self.ws_max_connections_per_client,
+            cors_origins=tuple(
+                origin.strip().rstrip("/")
+                for origin in self.cors_origins.split(",")
+                if origin.strip()
+            ),
         )
