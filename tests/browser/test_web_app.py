@@ -269,6 +269,7 @@ def test_a_token_entered_by_hand(page: Any, denis: DenisProcess, user_token: str
     page.goto(f"{denis.url}/?{FAST}")
     page.wait_for_selector("#token-form:not([hidden])")
     assert page.evaluate("document.activeElement.id") == "token-input"
+    assert page.inner_text("#connection-state") == "Not logged in"
     screenshot(page, "09-token-form")
 
     page.fill("#token-input", "not-a-token")

@@ -16,12 +16,14 @@ const STATE_TEXT = {
   open: "Connected",
   http: "Connected (fallback)",
   offline: "Offline",
+  login: "Not logged in",
 };
 const STATE_HELP = {
   connecting: "Reaching Denis.",
   open: "Live connection.",
   http: "The live connection is down or slow; messages go over plain HTTP meanwhile.",
   offline: "Denis can't be reached. Messages you send now wait and go out when it's back.",
+  login: "Enter your login token to talk to Denis.",
 };
 
 const $ = (selector) => document.querySelector(selector);
@@ -118,7 +120,8 @@ function showState(state) {
   pill.textContent = STATE_TEXT[state];
   pill.dataset.state = state;
   pill.title = STATE_HELP[state];
-  $("#connection-help").textContent = state === "open" || state === "connecting" ? "" : STATE_HELP[state];
+  const quiet = state === "open" || state === "connecting" || state === "login";
+  $("#connection-help").textContent = quiet ? "" : STATE_HELP[state];
 }
 
 function showStatus(status) {
@@ -131,6 +134,7 @@ function showStatus(status) {
 
 function askForToken(message) {
   tokenForm.hidden = false;
+  showState("login");
   $("#token-error").textContent =
     typeof message === "string" ? message : getToken() ? "Denis didn't accept that token." : "";
   $("#token-input").focus();

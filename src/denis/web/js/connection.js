@@ -59,6 +59,8 @@ export class Connection {
   start() {
     if (!this.stopped) return;
     this.stopped = false;
+    this.lastState = null; // the view may have shown something else meanwhile: say it again
+    this.emitState();
     this.timers.push(setInterval(() => this.ping(), this.config.ping_ms));
     this.timers.push(setInterval(() => this.poll(), this.config.status_poll_ms));
     this.connect();
