@@ -2,8 +2,9 @@
 
 Hostile input is refused with its error code and nothing half-done: too many bytes → 413
 ``too_large`` (counted while streaming, so a huge body is never held in memory), not JSON,
-invalid UTF-8, too deeply nested, wrong types or empty text → 422 ``invalid_input``, text over
-the limit → 413 ``too_large``.
+invalid UTF-8, nested more than ``MAX_JSON_DEPTH`` levels (walked without recursion; the
+parser's own ``RecursionError`` is the same 422), wrong types or empty text → 422
+``invalid_input``, text over the limit → 413 ``too_large``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ __all__ = [
     "read_body",
     "reply_fields",
 ]
+
+MAX_JSON_DEPTH = 32  # levels of arrays and objects; deeper is 422 invalid_input
+_TOO_DEEP = f"the JSON nests more than {MAX_JSON_DEPTH} levels"
 
 # The same bytes as Starlette's ``JSONResponse.render``; built once, where ``json.dumps`` with
 # these options would build an encoder per call.
@@ -67,11 +71,33 @@ async def read_body(request: Request, max_bytes: int, deadline: Deadline) -> byt
 
 def parse_json(raw: bytes | str) -> Any:
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except UnicodeDecodeError as exc:
         raise InvalidInputError("the body is not valid UTF-8") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except RecursionError as exc:
+        raise InvalidInputError(_TOO_DEEP) from exc
+    except json.JSONDecodeError as exc:
         raise InvalidInputError("the body is not valid JSON") from exc
+    # Counting brackets runs in C; only a document with enough of them is walked.
+    if isinstance(raw, bytes):
+        brackets = raw.count(b"[") + raw.count(b"{")
+    else:
+        brackets = raw.count("[") + raw.count("{")
+    if brackets > MAX_JSON_DEPTH and _too_deep(data):
+        raise InvalidInputError(_TOO_DEEP)
+    return data
+
+
+def _too_deep(data: Any) -> bool:
+    """Whether arrays and objects nest more than ``MAX_JSON_DEPTH`` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def invalid_fields(exc: ValidationError) -> InvalidInputError:
