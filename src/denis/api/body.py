@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from denis.errors import DeadlineExceededError, InvalidInputError, TooLargeError
 from denis.resilience import Deadline
@@ -51,32 +52,56 @@ async def read_body(request: Request, max_bytes: int, deadline: Deadline) -> byt
         raise InvalidInputError("Content-Length must be a number")
     if declared is not None and int(declared) > max_bytes:
         raise TooLargeError(f"the body must be at most {max_bytes} bytes")
+    # ``request.stream()``'s loop, without its async generator (about 2 µs a request).
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(deadline.remaining_s()):
-            async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise InvalidInputError("the client went away before sending the whole body")
+                if message["type"] != "http.request":
+                    continue
+                chunk: bytes = message.get("body", b"")
                 size += len(chunk)
                 if size > max_bytes:
                     raise TooLargeError(f"the body must be at most {max_bytes} bytes")
                 chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
     except TimeoutError as exc:
         raise DeadlineExceededError(
             "the request body took too long to arrive", retry_after_s=1
         ) from exc
-    except ClientDisconnect as exc:
-        raise InvalidInputError("the client went away before sending the whole body") from exc
     return b"".join(chunks)
+
+
+def _no_constant(_: str) -> Any:
+    raise InvalidInputError("NaN and Infinity are not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999
+        raise InvalidInputError("a number is too large")
+    return value
+
+
+# NaN and Infinity (also as 1e999) are refused: a browser's JSON.parse cannot take them back,
+# and our own encoder (allow_nan=False) could not send them.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
 def parse_json(raw: bytes | str) -> Any:
     try:
-        data = json.loads(raw)
+        data = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError as exc:
         raise InvalidInputError("the body is not valid UTF-8") from exc
     except RecursionError as exc:
         raise InvalidInputError(_TOO_DEEP) from exc
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, and an integer over Python's 4300 digits
         raise InvalidInputError("the body is not valid JSON") from exc
     # Counting brackets runs in C; only a document with enough of them is walked.
     if isinstance(raw, bytes):
