@@ -12,6 +12,8 @@ from fastapi.staticfiles import StaticFiles
 
 from denis.api import audio, chat, jobs, ops, telemetry, websocket
 from denis.api.errors import install_error_handlers
+from denis.api.openapi import install_openapi
+from denis.api.security import SecurityMiddleware
 from denis.api.services import Services
 from denis.api.trace import TraceMiddleware
 
@@ -40,6 +42,7 @@ def build_api(open_services: Callable[[], AbstractAsyncContextManager[Services]]
     )
     app.state.services = None
     install_error_handlers(app)
+    install_openapi(app)  # not served; the fuzz tests build it with app.openapi()
     app.include_router(chat.router)
     app.include_router(websocket.router)
     app.include_router(ops.router)
@@ -52,5 +55,6 @@ def build_api(open_services: Callable[[], AbstractAsyncContextManager[Services]]
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
-    app.add_middleware(TraceMiddleware)
+    app.add_middleware(SecurityMiddleware)
+    app.add_middleware(TraceMiddleware)  # outermost: its headers and 503 cover the rest
     return app

@@ -19,7 +19,9 @@ The protocol (the web app in ``denis/web`` speaks it):
 Containment: a client address opening more than ``ws_reconnect_limit`` sockets per
 ``ws_reconnect_window_s`` is accepted and closed at once with 1013 (try again later) and the
 reason ``{"retry_after_s": N}`` (JSON); ``ws.reconnect_storm`` is emitted once per storm and
-counted per refusal (``ws_guard``). A connection sending more than ``ws_max_frames_per_s``
+counted per refusal (``ws_guard``). A client address with ``ws_max_connections_per_client``
+sockets open gets the next one closed with 1013 and ``{"retry_after_s": 5}`` too (counted as
+``ws.server_disconnect``). A connection sending more than ``ws_max_frames_per_s``
 frames (bursts of twice that) gets an in-band ``rate_limited`` error per extra frame. Frames are
 capped by the server (``ws_max_frame_bytes``) and checked again here. Each close the server
 makes itself (1008, 1013, and 1012 when it shuts down) counts ``ws.server_disconnect``;
@@ -42,7 +44,7 @@ from denis.api.deps import get_services
 from denis.api.errors import close_code_for, error_body
 from denis.api.services import Services
 from denis.api.trace import current_trace_id
-from denis.api.ws_guard import FrameBucket, ReconnectGuard
+from denis.api.ws_guard import ConnectionCap, FrameBucket, ReconnectGuard
 from denis.errors import (
     DenisError,
     InvalidInputError,
@@ -63,6 +65,7 @@ TRY_AGAIN_LATER = 1013
 _MAX_ID_CHARS = 64
 _MAX_WAITING_TURNS = 8
 _CHANGE_POLL_S = 0.25
+_CONNECTION_CAP_RETRY_S = 5
 
 _Turn = tuple[JsonValue, ChatMessage] | None  # None: the reader is done, stop
 
@@ -78,8 +81,14 @@ async def ws_chat(websocket: WebSocket) -> None:
         return
     client_addr = websocket.client.host if websocket.client else "unknown"
     await websocket.accept()
+    cap = _connection_cap(websocket.app.state, services)
+    counted = False
     try:
         if await _refuse_a_storm(websocket, services, client_addr):
+            return
+        counted = cap.acquire(client_addr)
+        if not counted:
+            await _refuse_one_too_many(websocket, services)
             return
         principal = await _authenticate(websocket, services)
         if principal is not None:
@@ -88,7 +97,24 @@ async def ws_chat(websocket: WebSocket) -> None:
         if exc.code == SERVICE_RESTART:  # uvicorn closed it: the server is shutting down
             services.signals.count(Signal.WS_SERVER_DISCONNECT)
     finally:
+        if counted:
+            cap.release(client_addr)
         services.signals.count(Signal.WS_DISCONNECT_RATE)
+
+
+def _connection_cap(state: State, services: Services) -> ConnectionCap:
+    cap: ConnectionCap | None = getattr(state, "ws_connection_cap", None)
+    if cap is None:
+        cap = ConnectionCap(limit=services.settings.ws_max_connections_per_client)
+        state.ws_connection_cap = cap
+    return cap
+
+
+async def _refuse_one_too_many(websocket: WebSocket, services: Services) -> None:
+    """One socket over ``ws_max_connections_per_client``: 1013 with a retry hint."""
+    reason = json.dumps({"retry_after_s": _CONNECTION_CAP_RETRY_S}, separators=(",", ":"))
+    await websocket.close(code=TRY_AGAIN_LATER, reason=reason)
+    services.signals.count(Signal.WS_SERVER_DISCONNECT)
 
 
 def _reconnect_guard(state: State, services: Services) -> ReconnectGuard:

@@ -8,6 +8,11 @@ bounded: at most ``MAX_CLIENTS`` addresses in a ``TtlLru`` (least recently seen 
 each forgotten one window after its last connection. It keeps no state outside this process:
 with several API processes, each limits what it sees.
 
+``ConnectionCap`` counts the sockets each client address has open right now
+(``ws_max_connections_per_client``); one more is refused (the caller closes it with 1013 and a
+retry hint). An address is forgotten when its last socket closes, so its memory is bounded by
+the open sockets.
+
 ``FrameBucket`` is a per-connection token bucket: ``ws_max_frames_per_s`` frames a second with
 bursts of twice that. Both run on the app's clock, so tests drive them with a ``ManualClock``.
 """
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 from denis.resilience import Clock
 from denis.sync_plane.ttl_lru import TtlLru
 
-__all__ = ["MAX_CLIENTS", "FrameBucket", "ReconnectGuard", "Refusal"]
+__all__ = ["MAX_CLIENTS", "ConnectionCap", "FrameBucket", "ReconnectGuard", "Refusal"]
 
 MAX_CLIENTS = 10_000
 
@@ -61,6 +66,33 @@ class ReconnectGuard:
 
     def tracked(self) -> int:
         return self._windows.live_count(self._clock.now_s())
+
+
+class ConnectionCap:
+    def __init__(self, *, limit: int) -> None:
+        self._limit = limit
+        self._open: dict[str, int] = {}
+
+    def acquire(self, client: str) -> bool:
+        """Count one more open socket from ``client``; ``False`` (and not counted) if over."""
+        count = self._open.get(client, 0)
+        if count >= self._limit:
+            return False
+        self._open[client] = count + 1
+        return True
+
+    def release(self, client: str) -> None:
+        count = self._open.get(client, 0) - 1
+        if count > 0:
+            self._open[client] = count
+        else:
+            self._open.pop(client, None)
+
+    def open(self, client: str) -> int:
+        return self._open.get(client, 0)
+
+    def tracked(self) -> int:
+        return len(self._open)
 
 
 class FrameBucket:
