@@ -47,6 +47,8 @@ class SyncSettings:
     budget_reply_reserve_tokens: int
     responder_breaker: BreakerSettings
     responder_timeout_s: float
+    injection_rules: str = "default"  # default | strict | off | path to a JSON/YAML rules file
+    injection_threshold: float | None = None  # None: the threshold the model was trained with
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,8 @@ class Settings(BaseSettings):
     responder_timeout_s: float = Field(default=10.0, gt=0, le=600)
     responder_breaker_threshold: int = Field(default=5, ge=1, le=100)
     responder_breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600)
+    injection_rules: str = "default"
+    injection_threshold: float | None = Field(default=None, gt=0, le=1)
 
     broker_url: str | None = None
     broker_timeout_s: float = Field(default=0.3, gt=0, le=10)
@@ -253,6 +257,8 @@ class Settings(BaseSettings):
                 self.responder_breaker_threshold, self.responder_breaker_cooldown_s
             ),
             responder_timeout_s=self.responder_timeout_s,
+            injection_rules=self.injection_rules,
+            injection_threshold=self.injection_threshold,
         )
 
     @property
