@@ -1,7 +1,8 @@
 """Zone 1, the sync plane: the request path of ``/chat``.
 
 Owns: bearer-token auth, rate limiting (Redis first, in-memory fallback), the budget gate, the
-injection gate, the responder interface and the turn pipeline that chains them.
+injection gate (rules, then a learned classifier; it also screens tool text for the assistant),
+the responder interface and the turn pipeline that chains them.
 Depends on: ``denis.resilience``; Redis (optional, via ``redis`` and ``limits``, imported here
 only and translated at this edge).
 Degrades: Redis down, refused, slow or hung → in-memory limiter and budget, per process
@@ -12,7 +13,14 @@ Emits: ``rate_limit.redis_down``, ``gate.budget_exceeded``, ``gate.injection_blo
 """
 
 from denis.sync_plane.auth import Principal, TokenStore
-from denis.sync_plane.injection import GateVerdict, InjectionDetector, RuleInjectionDetector
+from denis.sync_plane.injection import (
+    GateVerdict,
+    InjectionDetector,
+    InjectionGate,
+    LayeredInjectionDetector,
+    RuleInjectionDetector,
+    build_detector,
+)
 from denis.sync_plane.lang import Lang, detect_lang
 from denis.sync_plane.pipeline import ChatPipeline, TurnReply, TurnRequest
 from denis.sync_plane.plane import SyncPlane, open_sync_plane
@@ -23,7 +31,9 @@ __all__ = [
     "ChatPipeline",
     "GateVerdict",
     "InjectionDetector",
+    "InjectionGate",
     "Lang",
+    "LayeredInjectionDetector",
     "Principal",
     "Reply",
     "Responder",
@@ -33,6 +43,7 @@ __all__ = [
     "Turn",
     "TurnReply",
     "TurnRequest",
+    "build_detector",
     "detect_lang",
     "open_sync_plane",
 ]

@@ -1,10 +1,19 @@
-"""The injection gate: a first, rule-based detector for English and Spanish.
+"""The injection gate: rules, then a learned classifier, for English and Spanish; and the same
+check for tool text (calendar entries, emails, web pages, device names) before it reaches an LLM.
 
 A detector answers a ``GateVerdict``; the gate turns a block into ``InjectionBlockedError`` (403)
-and a detector failure into ``DependencyUnavailableError`` (503), never a 500. Rules target the
-shape of an attack (override the instructions, reveal the system prompt, drop the rules, take a
-new unrestricted persona), not single trigger words, so "ignore my last message, I meant the
-bedroom" or "olvida la alarma anterior" pass. A later issue adds a learned layer.
+and a detector failure into ``DependencyUnavailableError`` (503), never a 500. The reason names
+the layer that blocked (``rules``, ``classifier``) and never quotes the text.
+
+Layers (``LayeredInjectionDetector``): the rules (``RULES``, or the set ``DENIS_INJECTION_RULES``
+names, see ``injection_rules``) target the shape of an attack (override the instructions, reveal
+the system prompt, drop the rules, take a new unrestricted persona), not single trigger words, so
+"ignore my last message, I meant the bedroom" or "olvida la alarma anterior" pass; what they let
+through is scored by the classifier (``injection_model``: hashed n-grams, a linear model trained
+offline, plain Python) against ``DENIS_INJECTION_THRESHOLD``. Long texts are also scored sentence
+by sentence, so an attack is not diluted by the text around it. ``check_tool_text`` adds rules for
+text that addresses the AI and answers layer ``tool_text``; it never raises on a block (the
+caller drops or renames what is flagged) and fails closed (flagged) if the detector breaks.
 """
 
 from __future__ import annotations
@@ -13,10 +22,25 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+import structlog
+
 from denis.errors import DependencyUnavailableError, InjectionBlockedError
 from denis.resilience import Signal, Signals
+from denis.sync_plane.injection_model import HashedLinearModel
+from denis.sync_plane.injection_rules import TOOL_RULES, load_rules
 
-__all__ = ["GateVerdict", "InjectionDetector", "InjectionGate", "RuleInjectionDetector"]
+__all__ = [
+    "GateVerdict",
+    "InjectionDetector",
+    "InjectionGate",
+    "LayeredInjectionDetector",
+    "RuleInjectionDetector",
+    "build_detector",
+]
+
+_log = structlog.get_logger("denis.sync_plane")
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+|(?<=\S)\s*(?:<!--|-->|//|\|)\s*")
+_SEGMENT_FROM_CHARS = 120  # a user text longer than this is also scored sentence by sentence
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +120,60 @@ class RuleInjectionDetector:
         return self._passed
 
 
+class LayeredInjectionDetector:
+    """Rules first (cheap, certain), then the classifier on what they let through."""
+
+    def __init__(
+        self,
+        rules: RuleInjectionDetector,
+        model: HashedLinearModel | None,
+        threshold: float | None = None,
+    ) -> None:
+        self._rules = rules
+        self._tool_rules = RuleInjectionDetector(TOOL_RULES)
+        self._model = model
+        self.threshold = threshold if threshold is not None else (model.threshold if model else 1.0)
+
+    def inspect(self, text: str) -> GateVerdict:
+        verdict = self._rules.inspect(text)
+        if verdict.blocked or self._model is None:
+            return verdict
+        return self._classify(text, segments=len(text) > _SEGMENT_FROM_CHARS)
+
+    def inspect_tool_text(self, text: str) -> GateVerdict:
+        for rules in (self._rules, self._tool_rules):
+            verdict = rules.inspect(text)
+            if verdict.blocked:
+                return GateVerdict(blocked=True, score=1.0, layer="tool_text", rule=verdict.rule)
+        if self._model is None:
+            return GateVerdict(blocked=False, score=0.0, layer="tool_text")
+        verdict = self._classify(text, segments=True)
+        return GateVerdict(verdict.blocked, verdict.score, "tool_text", verdict.rule)
+
+    def _classify(self, text: str, *, segments: bool) -> GateVerdict:
+        model = self._model
+        assert model is not None  # noqa: S101 - callers check
+        score = model.score(text)
+        if segments and score < self.threshold:
+            for part in _SENTENCE.split(text):
+                if len(part) > 12 and part != text:  # a few words at least
+                    score = max(score, model.score(part))
+                    if score >= self.threshold:
+                        break
+        blocked = score >= self.threshold
+        return GateVerdict(blocked, round(score, 4), "classifier", "model" if blocked else None)
+
+
+def build_detector(
+    rules: str = "default", threshold: float | None = None
+) -> LayeredInjectionDetector:
+    """The gate's detector from its settings: the rule set's name (or file) and the threshold
+    (None: the one chosen when the model was trained). Raises at start if either is broken."""
+    return LayeredInjectionDetector(
+        RuleInjectionDetector(load_rules(rules, RULES)), HashedLinearModel.load(), threshold
+    )
+
+
 class InjectionGate:
     def __init__(self, detector: InjectionDetector, signals: Signals) -> None:
         self._detector = detector
@@ -116,4 +194,21 @@ class InjectionGate:
                 "this message looks like an attempt to override Denis's instructions "
                 f"(blocked by the {verdict.layer} layer); rephrase it as a request"
             )
+        return verdict
+
+    def check_tool_text(self, text: str) -> GateVerdict:
+        """Screen text from a tool (an email, a calendar entry, a web page, a device name) before
+        it goes to an LLM. Never raises: a blocked verdict is for the caller to drop the text."""
+        try:
+            inspect_tool = getattr(self._detector, "inspect_tool_text", None)
+            if inspect_tool is not None:
+                verdict: GateVerdict = inspect_tool(text)
+            else:
+                plain = self._detector.inspect(text)
+                verdict = GateVerdict(plain.blocked, plain.score, "tool_text", plain.rule)
+        except Exception as exc:  # noqa: BLE001 - a broken detector flags the text, loudly
+            _log.warning("gate.tool_text_check_failed", error=type(exc).__name__)
+            return GateVerdict(blocked=True, score=1.0, layer="tool_text", rule="detector_failed")
+        if verdict.blocked:
+            _log.info("gate.tool_text_blocked", rule=verdict.rule, score=verdict.score)
         return verdict

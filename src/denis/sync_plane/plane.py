@@ -10,7 +10,7 @@ from denis.resilience import CircuitBreaker, Clock, HealthBoard, Signals, ZoneSt
 from denis.settings import SyncSettings
 from denis.sync_plane.auth import TokenStore
 from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore, RedisBudgetStore
-from denis.sync_plane.injection import InjectionDetector, InjectionGate, RuleInjectionDetector
+from denis.sync_plane.injection import InjectionDetector, InjectionGate, build_detector
 from denis.sync_plane.limiter import (
     FailoverRateLimiter,
     MemoryRateLimiter,
@@ -82,7 +82,9 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
             clock=clock,
         )
     )
-    injection = InjectionGate(detector or RuleInjectionDetector(), signals)
+    if detector is None:
+        detector = build_detector(settings.injection_rules, settings.injection_threshold)
+    injection = InjectionGate(detector, signals)
     pipeline = ChatPipeline(
         limiter=FailoverRateLimiter(
             MemoryRateLimiter(max_keys=settings.memory_limiter_max_keys, clock=clock),
