@@ -301,10 +301,13 @@ def graph_export_cache() -> None:
 
 @gate_app.command("check")
 def gate_check() -> None:
-    """Read texts on stdin (one per line, plain or a JSON string); print one verdict per line."""
-    from denis.sync_plane import RuleInjectionDetector  # noqa: PLC0415
+    """Read texts on stdin (one per line, plain or a JSON string); print one verdict per line:
+    the gate /chat runs (rules, then the classifier), with DENIS_INJECTION_RULES and
+    DENIS_INJECTION_THRESHOLD applied."""
+    from denis.sync_plane import build_detector  # noqa: PLC0415
 
-    detector = RuleInjectionDetector()
+    sync = _settings().sync
+    detector = build_detector(sync.injection_rules, sync.injection_threshold)
     for line in sys.stdin:
         text = line.rstrip("\n")
         if text.startswith('"'):
