@@ -106,6 +106,20 @@ def test_a_ping_with_a_non_finite_t_is_an_error_not_a_nan_pong(
         assert ws.receive_json() == {"type": "pong", "id": 2, "t": 12.5}
 
 
+def test_an_integer_over_4300_digits_before_auth_closes_1008_not_a_dropped_socket(
+    make_client,
+) -> None:
+    """Found by the WebSocket fuzzer: the ``ValueError`` escaped and the socket was dropped
+    with no close frame (and an ``api.unexpected_error`` line)."""
+    client = make_client()
+    with client.websocket_connect("/chat") as ws:
+        ws.send_text('{"type": "auth", "token": ' + "9" * 5000 + "}")
+        assert ws.receive_json()["error"]["code"] == "invalid_input"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == POLICY_VIOLATION
+
+
 # -- limits ---------------------------------------------------------------------------------
 
 
