@@ -27,9 +27,11 @@ from denis.settings import Settings
 from denis.sync_plane import (
     ChatPipeline,
     InjectionDetector,
+    InjectionGate,
     Responder,
     TurnReply,
     TurnRequest,
+    build_detector,
     open_sync_plane,
 )
 
@@ -174,6 +176,9 @@ def create_app(
                     clock=used_clock,
                 )
             )
+            gate_detector = detector or build_detector(
+                settings.sync.injection_rules, settings.sync.injection_threshold
+            )
             assistant = await stack.enter_async_context(
                 open_assistant(
                     settings.assistant,
@@ -183,6 +188,7 @@ def create_app(
                     signals=signals,
                     health=health,
                     clock=used_clock,
+                    screen=InjectionGate(gate_detector, signals),
                 )
             )
             sync = await stack.enter_async_context(
@@ -192,7 +198,7 @@ def create_app(
                     health=health,
                     clock=used_clock,
                     responder=responder or assistant,
-                    detector=detector,
+                    detector=gate_detector,
                 )
             )
             yield Services(

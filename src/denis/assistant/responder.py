@@ -35,7 +35,7 @@ from denis.graph import GraphResolver
 from denis.graph.model import Device, HomeGraph
 from denis.resilience import Clock, Deadline
 from denis.settings import AssistantSettings
-from denis.sync_plane import Reply, Turn
+from denis.sync_plane import GateVerdict, Reply, Turn
 
 __all__ = ["AssistantResponder"]
 
@@ -113,6 +113,12 @@ class Llm(Protocol):
     ) -> LlmAnswerLike: ...
 
 
+class ToolTextScreen(Protocol):
+    """The injection gate's check for text the user did not type (``InjectionGate``)."""
+
+    def check_tool_text(self, text: str) -> GateVerdict: ...
+
+
 class Voice(Protocol):
     async def speak(self, text: str, lang: str, deadline: Deadline, hops: int) -> str | None: ...
 
@@ -150,6 +156,7 @@ class AssistantResponder:
         llm: Llm | None = None,
         voice: Voice | None = None,
         on_home_change: Callable[[HomeGraph], None] | None = None,
+        screen: ToolTextScreen | None = None,
     ) -> None:
         self._settings = settings
         self._intents = intents
@@ -160,6 +167,7 @@ class AssistantResponder:
         self._llm = llm
         self._voice = voice
         self._on_home_change = on_home_change
+        self._screen = screen
         self._home: HomeGraph | None = None
 
     async def respond(self, turn: Turn, deadline: Deadline) -> Reply:
@@ -212,6 +220,8 @@ class AssistantResponder:
             return _Answer(phrases.say("unknown", turn.lang), "unknown")
         messages = [{"role": "system", "content": _LLM_SYSTEM.get(turn.lang, _LLM_SYSTEM["en"])}]
         for exchange in conversation.history():
+            if not self._screened(exchange.reply_text):
+                continue  # a reply carrying tool text (a device name...) that reads as an attack
             messages.append({"role": "user", "content": exchange.user_text})
             messages.append({"role": "assistant", "content": exchange.reply_text})
         messages.append({"role": "user", "content": turn.text})
@@ -221,6 +231,15 @@ class AssistantResponder:
             _log.info("assistant.llm_unavailable", code=exc.code)
             return _Answer(phrases.say("unknown", turn.lang), "unknown", degraded={"llm"})
         return _Answer(answer.text, "llm", tokens_used=answer.tokens_used)
+
+    def _screened(self, text: str) -> bool:
+        """True if ``text`` may go to the LLM: nothing in it reads as an injection."""
+        if self._screen is None:
+            return True
+        verdict = self._screen.check_tool_text(text)
+        if verdict.blocked:
+            _log.info("assistant.llm_context_dropped", layer=verdict.layer, rule=verdict.rule)
+        return not verdict.blocked
 
     async def _confirm(
         self, turn: Turn, conversation: Conversation, deadline: Deadline, *, yes: bool

@@ -17,9 +17,10 @@ import structlog
 
 from denis.assistant.conversation import Conversations
 from denis.assistant.home import HomeUnavailableError
+from denis.assistant.home.ha_import import screen_names
 from denis.assistant.intents import IntentEngine
 from denis.assistant.llm import LlmClient, open_llm
-from denis.assistant.responder import AssistantResponder
+from denis.assistant.responder import AssistantResponder, ToolTextScreen
 from denis.assistant.tools import HomeRuntime, register_assistant_jobs
 from denis.assistant.voice import VoiceOut, register_voice_jobs
 from denis.async_plane import Dispatcher, JobRegistry
@@ -63,7 +64,10 @@ async def open_assistant(  # noqa: PLR0913 - explicit wiring
     signals: Signals,
     health: HealthBoard,
     clock: Clock,
+    screen: ToolTextScreen | None = None,
 ) -> AsyncIterator[AssistantResponder]:
+    """``screen``: the injection gate's tool-text check, run on what goes to the LLM and on
+    Home Assistant's names (None: nothing screened)."""
     runtime = parts.runtime
     engine = await asyncio.to_thread(IntentEngine, resolver.cache.home)
     llm: LlmClient | None = open_llm(settings, signals, clock, health) if settings.llm_url else None
@@ -82,10 +86,11 @@ async def open_assistant(  # noqa: PLR0913 - explicit wiring
         llm=llm,
         voice=VoiceOut(settings, dispatcher=jobs, signals=signals, clock=clock),
         on_home_change=runtime.adopt,
+        screen=screen,
     )
     tasks: list[asyncio.Task[None]] = []
     if runtime.kind == "home_assistant":
-        tasks.append(asyncio.create_task(_keep_imported(runtime, resolver, clock)))
+        tasks.append(asyncio.create_task(_keep_imported(runtime, resolver, clock, screen)))
     try:
         yield responder
     finally:
@@ -99,7 +104,10 @@ async def open_assistant(  # noqa: PLR0913 - explicit wiring
 
 
 async def import_home_assistant(
-    runtime: HomeRuntime, resolver: GraphResolver, deadline: Deadline
+    runtime: HomeRuntime,
+    resolver: GraphResolver,
+    deadline: Deadline,
+    screen: ToolTextScreen | None = None,
 ) -> HomeGraph | None:
     """Areas and devices from Home Assistant into the graph, keeping the graph's routes and
     policies. None if Home Assistant or the graph could not be reached."""
@@ -109,6 +117,11 @@ async def import_home_assistant(
     except (DenisError, TimeoutError) as exc:
         _log.info("assistant.ha_import_failed", error=str(exc)[:200])
         return None
+    if screen is not None:  # names reach LLM prompts: an injection in a name goes no further
+        gate = screen
+        imported = await asyncio.to_thread(
+            screen_names, imported, lambda text: gate.check_tool_text(text).blocked
+        )
     current = resolver.cache.home
     home = HomeGraph(
         routes=current.routes,
@@ -121,12 +134,14 @@ async def import_home_assistant(
     return home
 
 
-async def _keep_imported(runtime: HomeRuntime, resolver: GraphResolver, clock: Clock) -> None:
+async def _keep_imported(
+    runtime: HomeRuntime, resolver: GraphResolver, clock: Clock, screen: ToolTextScreen | None
+) -> None:
     """Import Home Assistant's areas and devices at start, and again until it has worked."""
     while True:
         try:
             home = await import_home_assistant(
-                runtime, resolver, Deadline.start(clock, _IMPORT_BUDGET_S)
+                runtime, resolver, Deadline.start(clock, _IMPORT_BUDGET_S), screen
             )
         except HomeUnavailableError:
             home = None

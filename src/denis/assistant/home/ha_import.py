@@ -1,6 +1,11 @@
 """Turn what Home Assistant says about itself (all states, and its areas rendered by a template)
 into Denis's ``HomeGraph``: areas, and the devices of the domains Denis's tools use.
 
+``screen_names`` then checks every friendly name with the injection gate before the names can
+reach an LLM prompt: a device whose name reads as an injection gets its entity id's name
+instead, or is skipped if that too is flagged; an area falls back to its id. Logged once per
+import, with entity ids only (never the name).
+
 Routes and policies are not Home Assistant's business: the graph returned has none, and the
 caller merges it with its default home's. Entities of other domains are skipped, and so are
 sensors that are not temperatures (Denis's tools read temperatures only). Malformed answers are
@@ -10,13 +15,18 @@ sensors that are not temperatures (Denis's tools read temperatures only). Malfor
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+
+import structlog
 
 from denis.assistant.home.actions import domain_of
 from denis.assistant.home.backend import HomeUnavailableError
 from denis.graph.model import Area, Device, HomeGraph
 
-__all__ = ["import_home"]
+__all__ = ["import_home", "screen_names"]
+
+_log = structlog.get_logger("denis.assistant")
 
 _TEMPERATURE_UNITS = frozenset({"°C", "°F", "K"})
 
@@ -57,3 +67,29 @@ def _usable(entity_id: str, attributes: dict[str, Any], domains: set[str]) -> bo
             or attributes.get("unit_of_measurement") in _TEMPERATURE_UNITS
         )
     return True
+
+
+def screen_names(home: HomeGraph, is_injection: Callable[[str], bool]) -> HomeGraph:
+    """``home`` with every device and area name that ``is_injection`` flags renamed to its id's
+    name, or (a device whose id is flagged too) left out."""
+    devices, renamed, skipped = [], [], []
+    for device in home.devices:
+        if not is_injection(device.name):
+            devices.append(device)
+            continue
+        fallback = device.id.partition(".")[2].replace("_", " ")
+        if fallback and not is_injection(fallback):
+            devices.append(Device(device.id, fallback, device.area, device.domain, device.aliases))
+            renamed.append(device.id)
+        else:
+            skipped.append(device.id)
+    areas = []
+    for area in home.areas:
+        if is_injection(area.name):
+            areas.append(Area(area.id, area.id.replace("_", " "), area.aliases))
+            renamed.append(f"area:{area.id}")
+        else:
+            areas.append(area)
+    if renamed or skipped:
+        _log.warning("assistant.ha_names_screened", renamed=renamed, skipped=skipped)
+    return HomeGraph(home.routes, home.policies, tuple(areas), tuple(devices))
