@@ -1,20 +1,34 @@
-"""Runs the ASGI app under uvicorn with Denis's limits (frame size, graceful shutdown)."""
+"""Runs the ASGI app under uvicorn with Denis's limits: WebSocket frame size, request line and
+headers (``http_limits``: 431 past 64 KiB), keep-alive and graceful shutdown."""
 
 from __future__ import annotations
+
+import logging
 
 import uvicorn
 from fastapi import FastAPI
 
+from denis.api.http_limits import BoundedHttpTools
 from denis.settings import ApiSettings
 
 __all__ = ["serve"]
 
 
+class _NoFrameDumps(logging.Filter):
+    """uvicorn hands its ``uvicorn.error`` logger to the websockets library, which logs every
+    frame's content at DEBUG: auth tokens and what users say. Those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG or "websockets" not in record.pathname
+
+
 def serve(app: FastAPI, settings: ApiSettings) -> None:
+    logging.getLogger("uvicorn.error").addFilter(_NoFrameDumps())
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=BoundedHttpTools,
         ws_max_size=settings.ws_max_frame_bytes,
         log_config=None,
         access_log=False,
