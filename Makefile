@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast test-chaos check bench clean neo4j-launcher
+.PHONY: run test test-fast test-chaos test-browser test-fuzz check bench clean neo4j-launcher
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Denis needs Python 3.11 or newer")'
@@ -40,11 +40,18 @@ $(NEO4J_JAR): $(NEO4J)/pom.xml $(shell find $(NEO4J)/src -type f 2>/dev/null)
 	    >$$tmp/warm-up.log 2>&1 || echo "no class-data archive: Neo4j starts slower" >&2; }; \
 	rm -rf $$tmp
 
+# The slow parts apart (CI runs everything with `make test`).
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not chaos"
+	$(BIN)/pytest -m "not chaos and not browser and not fuzz"
 
 test-chaos: $(STAMP)
 	$(BIN)/pytest -m chaos
+
+test-browser: $(STAMP)
+	$(BIN)/pytest -m browser
+
+test-fuzz: $(STAMP)
+	$(BIN)/pytest -m fuzz
 
 check: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
