@@ -33,10 +33,10 @@ const config = loadConfig();
 const telemetry = new Telemetry({ config, getToken });
 const panel = new StatusPanel($("#telemetry"));
 const latencyChart = new LineChart($("#latency-chart"), [
-  { name: "round trip", color: "#2563eb" },
-  { name: "reply", color: "#c2410c" },
+  { name: "round trip", color: "--chart-rtt" },
+  { name: "reply", color: "--chart-reply" },
 ]);
-const queueChart = new LineChart($("#queue-chart"), [{ name: "queued jobs", color: "#7c3aed" }]);
+const queueChart = new LineChart($("#queue-chart"), [{ name: "queued jobs", color: "--chart-queue" }]);
 
 const chat = new ChatView($("#messages"), { onResend: (text) => sendText(text) });
 const input = $("#message-input");

@@ -1,8 +1,10 @@
 // A small time-series line chart drawn by hand on a <canvas> (no library, works offline):
 // the last `capacity` samples of one or more series, a y axis from 0 to a rounded maximum,
 // and a legend. Drawing is batched into one animation frame, so a burst of samples costs one
-// paint. The canvas is decoration for sighted users; the caller keeps a text summary next to
-// it for screen readers.
+// paint. Colours come from CSS custom properties at every draw (a series' `color` may name one,
+// e.g. "--chart-rtt", so each theme sets its own), and the chart redraws when the system's
+// light/dark setting changes. The canvas is decoration for sighted users; the caller keeps a
+// text summary next to it for screen readers.
 
 export class LineChart {
   constructor(canvas, series, { capacity = 60 } = {}) {
@@ -12,6 +14,12 @@ export class LineChart {
     this.pending = false;
     if (typeof ResizeObserver === "function") {
       new ResizeObserver(() => this.requestDraw()).observe(canvas);
+    }
+    if (typeof window.matchMedia === "function") {
+      const scheme = window.matchMedia("(prefers-color-scheme: dark)");
+      if (typeof scheme.addEventListener === "function") {
+        scheme.addEventListener("change", () => this.requestDraw());
+      }
     }
   }
 
@@ -51,6 +59,8 @@ export class LineChart {
     const style = getComputedStyle(this.canvas);
     const ink = style.getPropertyValue("--chart-ink").trim() || "#444";
     const grid = style.getPropertyValue("--chart-grid").trim() || "#ddd";
+    const colour = (series) =>
+      series.color.startsWith("--") ? style.getPropertyValue(series.color).trim() || ink : series.color;
     const pad = { left: 40, right: 8, top: 18, bottom: 6 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
@@ -71,22 +81,23 @@ export class LineChart {
     }
     let legendX = pad.left;
     for (const series of this.series) {
-      ctx.fillStyle = series.color;
+      const color = colour(series);
+      ctx.fillStyle = color;
       ctx.fillRect(legendX, 4, 10, 3);
       ctx.fillStyle = ink;
       ctx.textAlign = "left";
       ctx.fillText(series.name, legendX + 14, 6);
       legendX += 24 + ctx.measureText(series.name).width;
-      this.drawSeries(ctx, series, { pad, plotW, plotH, top });
+      this.drawSeries(ctx, series, color, { pad, plotW, plotH, top });
     }
   }
 
-  drawSeries(ctx, series, { pad, plotW, plotH, top }) {
+  drawSeries(ctx, series, color, { pad, plotW, plotH, top }) {
     const points = series.points;
     if (points.length === 0) return;
     const step = plotW / Math.max(1, this.capacity - 1);
     const offset = this.capacity - points.length;
-    ctx.strokeStyle = series.color;
+    ctx.strokeStyle = color;
     ctx.lineWidth = 2;
     ctx.beginPath();
     points.forEach((point, index) => {
@@ -100,7 +111,7 @@ export class LineChart {
     const last = points[points.length - 1]; // a dot on the newest sample, visible even alone
     const lastX = pad.left + (offset + points.length - 1) * step;
     const lastY = pad.top + plotH * (1 - Math.min(last.value, top) / top);
-    ctx.fillStyle = series.color;
+    ctx.fillStyle = color;
     ctx.beginPath();
     ctx.arc(lastX - 2, lastY, 3, 0, 2 * Math.PI);
     ctx.fill();

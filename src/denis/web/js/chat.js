@@ -1,7 +1,10 @@
 // The conversation view: the person's messages (with where each stands: waiting to be sent,
 // sending, or uncertain with a "Send again" button), Denis's replies with a badge per degraded
-// zone, and errors as friendly sentences (errors.js). The list is an ARIA log, so screen
-// readers announce each new entry; the view keeps the newest entry in sight.
+// zone, and errors as friendly sentences (errors.js). An error answering one message sits right
+// under that message (`data-for` = the message id, and the message is `aria-describedby` it), so
+// with several messages in flight it is clear which one failed; only an error with no id (or
+// for a message this view never showed) is a line of its own at the end. The list is an ARIA
+// log, so screen readers announce each new entry; the view keeps the newest entry in sight.
 
 import { friendlyError } from "./errors.js";
 
@@ -18,6 +21,7 @@ const NOTES = {
   queued: "Waiting — will be sent when Denis is reachable",
   sending: "Sending…",
   uncertain: "",
+  failed: "",
 };
 
 export class ChatView {
@@ -76,8 +80,26 @@ export class ChatView {
   }
 
   addError(item, code, retryAfterS) {
-    if (item) this.answered(item);
-    this.addNotice(friendlyError(code, retryAfterS), "error", code);
+    const sentence = friendlyError(code, retryAfterS);
+    const bubble = item ? this.bubbles.get(item.id) : undefined;
+    if (!bubble) {
+      this.addNotice(sentence, "error", code);
+      return;
+    }
+    this.setState(item, "failed");
+    const entry = this.entry("error");
+    entry.id = `error-${item.id}`;
+    entry.dataset.for = item.id;
+    if (code) entry.dataset.code = String(code);
+    const text = document.createElement("p");
+    text.className = "text";
+    text.textContent = sentence;
+    entry.append(text);
+    bubble.entry.setAttribute("aria-describedby", entry.id);
+    // Under the message, after anything already tied to it (a second error replaces the first).
+    if (bubble.error) bubble.error.remove();
+    bubble.error = entry;
+    this.show(entry, bubble.entry);
   }
 
   addNotice(sentence, kind = "info", code = "") {
@@ -117,10 +139,12 @@ export class ChatView {
     return entry;
   }
 
-  show(entry) {
+  /** Adds an entry at the end, or right after `after`; keeps the end in sight if it was. */
+  show(entry, after = null) {
     const nearBottom =
       this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 80 || !this.list.childElementCount;
-    this.list.append(entry);
+    if (after && after.parentNode === this.list) after.after(entry);
+    else this.list.append(entry);
     if (nearBottom) this.list.scrollTop = this.list.scrollHeight;
   }
 }

@@ -3,7 +3,10 @@
 // in `dropped`) and uploaded in batches of at most 100 to POST /telemetry every
 // `telemetry_upload_ms`. A failed upload (no answer, 5xx, 429, 401, a server without the
 // endpoint) keeps the events and the next try waits longer (up to a minute); a batch the server
-// refuses as malformed (413/422) is dropped so it cannot block the ones after it. Details are
+// refuses as malformed (413/422) is dropped so it cannot block the ones after it. An accepted
+// batch leaves the buffer by sequence number, so events recorded (or dropped) while it was in
+// flight are neither lost nor sent twice; only an upload with no answer at all may have reached
+// the server and is sent again (telemetry is at-least-once there, never chats). Details are
 // short strings and never carry the token or message text.
 
 import { requestJson } from "./http.js";
@@ -21,6 +24,7 @@ export class Telemetry {
     this.dropped = 0;
     this.uploaded = 0;
     this.failedUploads = 0;
+    this.peakBuffered = 0; // the most events ever held at once (never above the bound)
     this.listeners = [];
     this.inFlight = false;
     this.timer = null;
@@ -39,6 +43,7 @@ export class Telemetry {
       this.buffer.splice(0, excess);
       this.dropped += excess;
     }
+    this.peakBuffered = Math.max(this.peakBuffered, this.buffer.length);
     for (const listener of this.listeners) listener(event);
   }
 
@@ -85,6 +90,8 @@ export class Telemetry {
   stats() {
     return {
       buffered: this.buffer.length,
+      peakBuffered: this.peakBuffered,
+      maxEvents: this.config.telemetry_max_events,
       dropped: this.dropped,
       uploaded: this.uploaded,
       failedUploads: this.failedUploads,
