@@ -12,7 +12,7 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from conftest import screenshot
-from servers import DenisProcess, RedisServer, create_token
+from fake_llm import FakeLlm
+from servers import DenisProcess, RedisServer, create_token, require_program
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -66,6 +67,24 @@ def metric(denis: DenisProcess, token: str, name: str, **labels: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def metric_total(denis: DenisProcess, token: str, name: str) -> float:
+    """The sum of a metric's samples over all its labels (0 when it has none yet)."""
+    text = httpx.get(
+        f"{denis.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5
+    ).text
+    pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$"
+    return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
+
+
+def eventually(page: Any, check: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Polls ``check`` until it holds. Waits through the page (``wait_for_timeout``), so the
+    Playwright route handlers keep running meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        page.wait_for_timeout(100)
+
+
 def sigkill(denis: DenisProcess) -> None:
     assert denis.proc is not None
     denis.proc.kill()
@@ -81,6 +100,15 @@ def denis(denis_factory: Callable[..., DenisProcess]) -> DenisProcess:
 @pytest.fixture
 def user_token(denis: DenisProcess) -> str:
     return create_token(denis.data_dir, "browser")
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLlm]:
+    llm = FakeLlm().start()
+    try:
+        yield llm
+    finally:
+        llm.stop()
 
 
 def test_a_conversation_round_trip_over_the_websocket(
@@ -100,10 +128,16 @@ def test_a_conversation_round_trip_over_the_websocket(
     # The panel is live (the WebSocket's ready/status frames) and the page's telemetry arrives.
     page.wait_for_selector("#zones li[data-name='sync']")
     page.wait_for_selector("#breakers li[data-name='graph'] .pill.ok")
-    page.wait_for_function("denisDebug.telemetry().uploaded > 0")
+    page.wait_for_function("() => denisDebug.telemetry().uploaded > 0")
     assert metric(denis, user_token, "denis_client_rtt_seconds_count") >= 1
     assert page.evaluate("denisDebug.telemetry().failedUploads") == 0
     screenshot(page, "01-conversation")
+
+    # The system's dark setting, switched while the page is open: the page and its charts follow.
+    page.emulate_media(color_scheme="dark")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(17, 20, 24)"
+    page.wait_for_timeout(100)  # the charts redraw on the next animation frame
+    screenshot(page, "01-conversation-dark")
 
 
 def test_killed_server_page_reconnects_on_the_backoff_schedule_and_delivers_once(
@@ -230,8 +264,25 @@ def test_backend_errors_are_friendly_sentences(
     error = page.inner_text("#messages .entry.error")
     assert error.startswith("You're sending messages faster than Denis can take them.")
     assert "Try again in" in error
+    # The error sits right under the message it answers (the third), tied to it by its id.
+    message_id = page.get_attribute("#messages .entry.error", "data-for")
+    mine = f"#messages .entry.me[data-id='{message_id}']"
+    assert page.inner_text(f"{mine} .text") == "turn on the kitchen light"
+    assert page.get_attribute(mine, "data-state") == "failed"
+    assert page.get_attribute(mine, "aria-describedby") == f"error-{message_id}"
+    assert (
+        page.evaluate(
+            "id => document.querySelector(`.entry.me[data-id='${id}']`).nextElementSibling.id",
+            message_id,
+        )
+        == f"error-{message_id}"
+    )
+    assert page.locator("#messages .entry.error").count() == 1
     assert not re.search(r"[{}\[\]]|rate_limited|Traceback", page.inner_text("#messages"))
     screenshot(page, "06-rate-limited")
+    page.emulate_media(color_scheme="dark")
+    screenshot(page, "06-rate-limited-dark")
+    page.emulate_media(color_scheme="light")
 
     denis.stop()
     wait_state(page, "offline")
@@ -348,3 +399,228 @@ def test_reconnect_storm_the_page_obeys_the_1013_retry_hint(
     assert metric(denis, token, "denis_signal_total", signal="ws.reconnect_storm") == 1
     say(page, "hello")
     assert wait_replies(page, 1) == [HELLO]
+
+
+def test_a_failing_telemetry_upload_keeps_a_bounded_buffer_and_delivers_it_once(
+    page: Any, denis: DenisProcess, user_token: str
+) -> None:
+    """POST /telemetry answers 503 (only that route is intercepted; the server is real). A long
+    outage: the page keeps its events, never more than its bound, and tries again later. A short
+    one (one refused upload): the refused events go out in a later batch. Throughout, every
+    event the server got came in exactly one accepted batch, and the server's count of round
+    trips is the number of round trips in those batches."""
+    outage = {"on": False, "refuse": 0}
+    accepted: list[list[dict[str, Any]]] = []  # the events of each batch the server took
+    refused: list[list[dict[str, Any]]] = []
+
+    def telemetry(route: Any) -> None:
+        events = json.loads(route.request.post_data or "{}")["events"]
+        if outage["on"] or outage["refuse"] > 0:
+            outage["refuse"] = max(0, outage["refuse"] - 1)
+            refused.append(events)
+            body = '{"error": {"code": "unavailable", "detail": "test outage"}}'
+            route.fulfill(status=503, content_type="application/json", body=body)
+            return
+        response = route.fetch()
+        if response.status == 200:
+            accepted.append(events)
+        route.fulfill(response=response)
+
+    page.route("**/telemetry", telemetry)
+    bound = 20
+    open_app(page, denis, user_token, f"{FAST}&ping_ms=100&telemetry_max_events={bound}")
+    page.wait_for_function("() => denisDebug.telemetry().uploaded > 0")
+
+    # A long outage: pings every 0.1 s fill the buffer past its bound while uploads fail (the
+    # tries come 0.3, then 0.6, 1.2 s … apart: the wait doubles).
+    outage["on"] = True
+    before = page.evaluate("denisDebug.telemetry()")
+    page.wait_for_function(
+        "n => { const t = denisDebug.telemetry(); return t.failedUploads >= n && t.dropped > 0 }",
+        arg=before["failedUploads"] + 3,
+    )
+    during = page.evaluate("denisDebug.telemetry()")
+    assert during["uploaded"] == before["uploaded"]  # nothing got through the outage
+    assert during["maxEvents"] == bound
+    assert during["peakBuffered"] == bound  # it filled up, and never held more
+    assert 0 < during["buffered"] <= bound
+    assert page.evaluate("denisDebug.state()") == "open"  # the chat never noticed
+    screenshot(page, "11-telemetry-upload-failing")
+    outage["on"] = False
+    page.wait_for_function(
+        "n => denisDebug.telemetry().uploaded > n", arg=during["uploaded"], timeout=15_000
+    )
+
+    # A short outage: one upload refused, the next one (0.6 s later) carries its events.
+    dropped = page.evaluate("denisDebug.telemetry().dropped")
+    outage["refuse"] = 1
+    eventually(page, lambda: outage["refuse"] == 0)
+    batch = refused[-1]
+    assert batch
+    eventually(page, lambda: all(any(e in b for b in accepted) for e in batch))
+    assert page.evaluate("denisDebug.telemetry().dropped") == dropped  # nothing lost here
+    assert page.evaluate("denisDebug.telemetry().peakBuffered") <= bound
+
+    def rtt_events() -> int:
+        return sum(1 for batch in accepted for event in batch if event["type"] == "rtt")
+
+    # Exactly once: the server's round-trip count is what the accepted batches held, and the
+    # page counts as uploaded just the events of those batches.
+    eventually(
+        page,
+        lambda: (
+            metric(denis, user_token, "denis_client_rtt_seconds_count") == rtt_events()
+            and page.evaluate("denisDebug.telemetry().uploaded") == sum(map(len, accepted))
+        ),
+    )
+    keys = [json.dumps(event, sort_keys=True) for batch in accepted for event in batch]
+    assert len(keys) == len(set(keys)), "an event was uploaded twice"
+
+
+def test_a_message_whose_connection_died_is_uncertain_and_not_sent_twice(
+    page: Any, denis_factory: Callable[..., DenisProcess], fake_llm: FakeLlm
+) -> None:
+    """The server dies (SIGKILL) while it works on a message (a slow LLM turn): the page can't
+    know whether it was acted on, says so and offers "Send again", and does not re-send it by
+    itself when the server is back. "Send again" sends it once more, as a new message."""
+    fake_llm.mode, fake_llm.delay_s = "slow", 60.0
+    denis = denis_factory({"DENIS_LLM_URL": fake_llm.url})
+    token = create_token(denis.data_dir, "browser")
+    open_app(page, denis, token)
+    text = "tell me a story about a purple giraffe"
+    say(page, text)
+    eventually(page, lambda: len(fake_llm.seen()) == 1)  # the server is working on it
+    sigkill(denis)
+
+    uncertain = "#messages .entry.me[data-state='uncertain']"
+    page.wait_for_selector(f"{uncertain} .note button:has-text('Send again')")
+    assert "may or may not have received" in page.inner_text(f"{uncertain} .note")
+    first_id = page.get_attribute(uncertain, "data-id")
+    assert page.evaluate("denisDebug.queue()") == []  # not waiting to go out again
+    screenshot(page, "12-uncertain")
+    page.emulate_media(color_scheme="dark")
+    screenshot(page, "12-uncertain-dark")
+    page.emulate_media(color_scheme="light")
+
+    fake_llm.mode = "normal"
+    denis.start()
+    wait_state(page, "open")
+    page.wait_for_timeout(1000)  # an automatic re-send would have gone out by now
+    assert page.evaluate("denisDebug.sent") == 1
+    assert len(fake_llm.seen()) == 1
+    assert metric_total(denis, token, "denis_chat_requests_total") == 0
+    assert replies(page) == []
+
+    page.click(f"{uncertain} .note button:has-text('Send again')")
+    assert wait_replies(page, 1) == [f"echo: {text}"]
+    ids = page.eval_on_selector_all("#messages .entry.me", "es => es.map(e => e.dataset.id)")
+    assert len(ids) == 2
+    assert ids[0] == first_id
+    assert ids[1] != first_id
+    assert page.evaluate("denisDebug.sent") == 2
+    assert len(fake_llm.seen()) == 2
+    assert metric(denis, token, "denis_chat_requests_total", outcome="ok") == 1
+    assert "Sent again below." in page.inner_text(f"#messages .entry.me[data-id='{first_id}']")
+    screenshot(page, "13-sent-again")
+
+
+# Stand-ins for what headless Chromium lacks: speech recognition (a fake that "hears" a
+# sentence when started), and spies on audio playback and speech synthesis (which record what
+# they were asked; playback then runs for real, synthesis "ends" at once). The voice state is
+# recorded on every change (MutationObserver with old values, so no change is missed).
+VOICE_STANDINS = """
+(() => {
+  window.__voice = { heard: "what time is it", played: [], spoken: [], states: [] };
+  class FakeRecognition extends EventTarget {
+    start() {
+      setTimeout(() => {
+        const result = Object.assign([{ transcript: window.__voice.heard, confidence: 0.9 }],
+                                     { isFinal: true });
+        const event = Object.assign(new Event("result"), { results: [result], resultIndex: 0 });
+        this.dispatchEvent(event);
+        if (this.onresult) this.onresult(event);
+        const end = new Event("end");
+        this.dispatchEvent(end);
+        if (this.onend) this.onend(end);
+      }, 100);
+    }
+    stop() {}
+    abort() {}
+  }
+  window.SpeechRecognition = FakeRecognition;
+  window.webkitSpeechRecognition = FakeRecognition;
+  const play = HTMLMediaElement.prototype.play;
+  HTMLMediaElement.prototype.play = function () {
+    window.__voice.played.push(this.src);
+    return play.call(this);
+  };
+  SpeechSynthesis.prototype.speak = function (utterance) {
+    window.__voice.spoken.push(utterance.text);
+    setTimeout(() => utterance.dispatchEvent(new Event("end")), 50);
+  };
+  document.addEventListener("DOMContentLoaded", () => {
+    const label = document.getElementById("voice-state");
+    const states = window.__voice.states;
+    states.push(label.dataset.state);
+    new MutationObserver((records) => {
+      records.forEach((record, i) => {
+        const next = i + 1 < records.length ? records[i + 1].oldValue : label.dataset.state;
+        if (next !== states[states.length - 1]) states.push(next);
+      });
+    }).observe(label, { attributeFilter: ["data-state"], attributeOldValue: true });
+  });
+})();
+"""
+
+
+def speak_to_denis(context: Any, denis: DenisProcess, token: str) -> Any:
+    context.add_init_script(VOICE_STANDINS)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    open_app(page, denis, token)
+    assert page.is_enabled("#mic")
+    page.click("#mic")
+    page.wait_for_selector("#messages .entry.me:has-text('what time is it')")
+    wait_replies(page, 1)
+    return page
+
+
+def test_voice_a_spoken_question_is_answered_with_the_replys_audio(
+    context: Any, denis: DenisProcess, user_token: str
+) -> None:
+    require_program("espeak-ng")
+    page = speak_to_denis(context, denis, user_token)
+    page.wait_for_function("() => window.__voice.played.length > 0")
+    played = page.evaluate("window.__voice.played")
+    assert len(played) == 1
+    assert re.fullmatch(rf"{re.escape(denis.url)}/audio/[0-9a-f]{{32}}\.wav", played[0])
+    audio = httpx.get(played[0], timeout=5)
+    assert audio.status_code == 200
+    assert audio.content[:4] == b"RIFF"
+    page.wait_for_function(
+        "() => denisDebug.voiceState() === 'idle'"
+    )  # the audio played to its end
+    assert page.evaluate("window.__voice.spoken") == []  # no fallback to speech synthesis
+    states = page.evaluate("window.__voice.states")
+    assert states == ["idle", "listening", "thinking", "speaking", "idle"]
+    assert page.locator("#messages .entry.denis .badge[data-zone='voice']").count() == 0
+    eventually(page, lambda: metric(denis, user_token, "denis_voice_latency_seconds_count") >= 1)
+    screenshot(page, "14-voice-audio")
+
+
+def test_voice_without_server_audio_the_browser_speaks_the_reply(
+    context: Any, denis_factory: Callable[..., DenisProcess]
+) -> None:
+    denis = denis_factory({"DENIS_TTS_COMMAND": "/nonexistent/tts"})
+    token = create_token(denis.data_dir, "browser")
+    page = speak_to_denis(context, denis, token)
+    reply = replies(page)[0]
+    page.wait_for_function("() => window.__voice.spoken.length > 0")
+    assert page.evaluate("window.__voice.spoken") == [reply]
+    assert page.evaluate("window.__voice.played") == []
+    page.wait_for_function("() => denisDebug.voiceState() === 'idle'")
+    states = page.evaluate("window.__voice.states")
+    assert states == ["idle", "listening", "thinking", "speaking", "idle"]
+    assert page.locator("#messages .entry.denis .badge[data-zone='voice']").count() == 1
+    eventually(page, lambda: metric(denis, token, "denis_voice_latency_seconds_count") >= 1)
+    screenshot(page, "15-voice-speech-synthesis")
