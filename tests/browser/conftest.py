@@ -39,8 +39,10 @@ def _playwright() -> Any:
     return sync_playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per test module, stopped at the module's end: Playwright's sync API runs an
+    event loop on this thread while it is started, and the asyncio tests after it need none."""
     chromium = require_program("chromium")
     with _playwright()() as playwright:
         browser = playwright.chromium.launch(
