@@ -21,7 +21,7 @@ separately, so a text-only figure is "with voice" minus that.
 (b) Real processes as ``make run`` starts them: ``python -m denis serve`` plus the worker
     groups of ``denis.cli.UP_WORKERS`` sharing its data dir (embedded graph on disk, kombu's
     file broker), measured once ``/status`` says the async plane is ``normal``. Baselines: the
-    foundation's pipeline in a process of its own (this file run with ``--foundation-server``:
+    foundation's pipeline in a process of its own (``harness.FoundationProcess``:
     ``create_app(Settings(), responder=BasicResponder())`` under ``denis.api.serve``, exactly
     what ``denis serve`` runs, but that responder) and ``harness.make_bare_app`` under uvicorn.
     Sequential requests over one keep-alive connection per block, rotating blocks.
@@ -41,11 +41,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -73,6 +70,7 @@ from harness import (
     HIGH_LIMITS,
     BareProcess,
     DenisProcess,
+    FoundationProcess,
     chat_request,
     create_token,
     md_table,
@@ -253,39 +251,6 @@ async def _voice_alone(work: Path) -> list[float]:
 
 
 # -- (b) real processes -------------------------------------------------------------------
-
-
-class FoundationProcess(DenisProcess):
-    """What ``denis serve`` runs (same settings from the environment, same ``serve``), with
-    the foundation's ``BasicResponder``: this file run with ``--foundation-server``."""
-
-    def start(self, timeout_s: float = 20.0) -> FoundationProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--foundation-server"],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exited early:\n{self.log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=0.5).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"did not become ready:\n{self.log_path.read_text()[-3000:]}")
-
-
-def _serve_foundation() -> None:
-    from denis.api import serve  # noqa: PLC0415
-
-    settings = Settings()
-    configure_logging(os.environ.get("DENIS_LOG_LEVEL", "INFO"))
-    serve(create_app(settings, responder=BasicResponder()), settings.api)
 
 
 async def _exchange(
@@ -578,7 +543,4 @@ def run() -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--foundation-server"]:
-        _serve_foundation()
-    else:
-        print(run())
+    print(run())

@@ -89,6 +89,33 @@ class _FaultableServer:
         self.paused = False
 
 
+class _SlowStartServer(_FaultableServer):
+    """A server with a slow start (a JVM, Home Assistant) and a clean shutdown worth waiting
+    for (a checkpoint, saved state)."""
+
+    def start(self, timeout_s: float = 90.0) -> _SlowStartServer:
+        raise NotImplementedError
+
+    def restart(self, timeout_s: float = 90.0) -> None:
+        """Kill, then start again on the same port and data (Home Assistant's devices start
+        afresh)."""
+        self.kill()
+        self.start(timeout_s)
+
+    def stop(self) -> None:
+        """SIGTERM: a clean shutdown; SIGKILL if it takes more than 30 s."""
+        if self.proc is None:
+            return
+        if self.paused:
+            self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.proc = None
+
+
 class RedisServer(_FaultableServer):
     """A real ``redis-server`` on a free port, without persistence."""
 
@@ -141,7 +168,7 @@ NEO4J_CDS = NEO4J_DIR / "target" / "neo4j-launcher.jsa"
 NEO4J_JVM_FLAGS = ["-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 
 
-class Neo4jServer(_FaultableServer):
+class Neo4jServer(_SlowStartServer):
     """A real Neo4j 5.26 community DBMS (``tests/neo4j-launcher``, built by ``make neo4j-launcher``)
     serving Bolt on a free loopback port, with authentication disabled (connect with
     ``auth=None``). Its store lives in ``workdir / "db"``, so :meth:`restart` (even after
@@ -195,24 +222,6 @@ class Neo4jServer(_FaultableServer):
             time.sleep(0.05)
         self.kill()
         raise TimeoutError(f"neo4j was not ready after {timeout_s} s:\n{self._log_tail()}")
-
-    def restart(self, timeout_s: float = 90.0) -> None:
-        """Kill, then start again on the same port and data dir."""
-        self.kill()
-        self.start(timeout_s)
-
-    def stop(self) -> None:
-        """SIGTERM: a clean shutdown (checkpoint); SIGKILL if it takes more than 30 s."""
-        if self.proc is None:
-            return
-        if self.paused:
-            self.resume()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        self.proc = None
 
 
 class DenisProcess:
@@ -397,7 +406,7 @@ class HomeAssistantSeed:
     token: str
 
 
-class HomeAssistantServer(_FaultableServer):
+class HomeAssistantServer(_SlowStartServer):
     """A real Home Assistant (PyPI, its own virtual environment, ``--skip-pip``) with the
     ``demo`` integration (lights, locks, covers, climates, media players) on a free loopback
     port. Started from a ``seed``, it is ready in seconds; without one it onboards itself
@@ -456,24 +465,6 @@ class HomeAssistantServer(_FaultableServer):
             time.sleep(0.1)
         shutil.copytree(self.config_dir / ".storage", path)
         return HomeAssistantSeed(path, self.token)
-
-    def restart(self, timeout_s: float = 90.0) -> None:
-        """Kill, then start again on the same port and config (its devices start afresh)."""
-        self.kill()
-        self.start(timeout_s)
-
-    def stop(self) -> None:
-        """SIGTERM (Home Assistant saves its state); SIGKILL if it takes more than 30 s."""
-        if self.proc is None:
-            return
-        if self.paused:
-            self.resume()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        self.proc = None
 
     def _get(self, path: str, *, auth: bool = True) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
