@@ -158,23 +158,29 @@ class CypherStore:
         return [Policy(n, tool, tuple(u or ()), bool(c)) for n, u, c in rows]
 
     async def write_traces(self, traces: list[DecisionTrace], timeout_s: float) -> None:
-        rows = [{**t.to_json(), "modes": list(t.modes)} for t in traces]
-        await self._write(
-            [
-                (
-                    "UNWIND $rows AS r MERGE (x:DecisionTrace {trace_id: r.trace_id})"
-                    " SET x.at = r.at, x.user = r.user, x.text = r.text, x.intent = r.intent,"
-                    " x.tool = r.tool, x.outcome = r.outcome, x.duration_ms = r.duration_ms,"
-                    " x.modes = r.modes",
-                    {"rows": rows},
-                )
-            ],
-            timeout_s,
-        )
+        await self._write([(MERGE_TRACES, {"rows": trace_rows(traces)})], timeout_s)
 
     async def count_traces(self, timeout_s: float) -> int:
         rows = await self._read("MATCH (x:DecisionTrace) RETURN count(x)", {}, timeout_s)
         return int(rows[0][0])
+
+
+# A trace written twice (a spilled batch whose first write did commit) stays one trace.
+MERGE_TRACES = (
+    "UNWIND $rows AS r MERGE (x:DecisionTrace {trace_id: r.trace_id})"
+    " SET x.at = r.at, x.user = r.user, x.text = r.text, x.intent = r.intent,"
+    " x.tool = r.tool, x.outcome = r.outcome, x.duration_ms = r.duration_ms,"
+    " x.modes = r.modes"
+)
+CREATE_TRACES = (
+    "UNWIND $rows AS r CREATE (x:DecisionTrace {trace_id: r.trace_id, at: r.at, user: r.user,"
+    " text: r.text, intent: r.intent, tool: r.tool, outcome: r.outcome,"
+    " duration_ms: r.duration_ms, modes: r.modes})"
+)
+
+
+def trace_rows(traces: list[DecisionTrace]) -> list[dict[str, Any]]:
+    return [{**t.to_json(), "modes": list(t.modes)} for t in traces]
 
 
 class UnavailableStore(CypherStore):
