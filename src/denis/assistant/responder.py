@@ -190,9 +190,7 @@ class AssistantResponder:
         home = self._resolver.cache.home
         if home is not self._home:
             self._intents.update_home(home)
-            if self._on_home_change is not None:
-                await asyncio.to_thread(self._on_home_change, home)
-            self._home = home
+            self._home = home if await self._home_changed(home) else None
         # Pure CPU (1 to 3 ms, more on long sentences): off the event loop, so one slow sentence
         # does not hold up every other request.
         match = await asyncio.to_thread(self._intents.recognize, turn.text, turn.lang)
@@ -214,6 +212,19 @@ class AssistantResponder:
         if intent in _DEVICE_INTENTS:
             return await self._device_intent(step, intent, slots)
         return await self._plain_intent(turn, intent, slots, deadline)
+
+    async def _home_changed(self, home: HomeGraph) -> bool:
+        """Tell the home backend (the demo home seeds new devices); False if that failed, so
+        the next turn tries again. Never fails the turn: several API processes seeding one
+        demo-home file at once can find it locked."""
+        if self._on_home_change is None:
+            return True
+        try:
+            await asyncio.to_thread(self._on_home_change, home)
+        except Exception as exc:  # noqa: BLE001 - the turn goes on with the home as it is
+            _log.info("assistant.home_sync_failed", error=type(exc).__name__)
+            return False
+        return True
 
     async def _unknown(self, turn: Turn, conversation: Conversation, deadline: Deadline) -> _Answer:
         if self._llm is None or not self._llm.configured:
