@@ -26,8 +26,8 @@ send one, CLI clients often do not, and they still need a token.
 
 Body size: a ``Content-Length`` over ``max_body_bytes`` is 413 ``too_large`` on every route,
 including those that read no body; bodies without a length are counted by ``read_body`` while
-they stream. Header sizes are uvicorn's: with httptools, a request line or header block over
-its parser's limit is a 400 from uvicorn itself, before Denis runs (see README).
+they stream. Header sizes: a request line and headers over 64 KiB are 431 ``too_large``, from
+``denis.api.http_limits`` before any ASGI code runs.
 """
 
 from __future__ import annotations
