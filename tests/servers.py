@@ -33,7 +33,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _missing(message: str) -> NoReturn:
+def missing_component(message: str) -> NoReturn:
+    """Skip locally; under CI=true a missing component is a failure."""
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
@@ -42,13 +43,13 @@ def _missing(message: str) -> NoReturn:
 def require_program(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        _missing(f"{name} is not installed (scripts/install-test-deps.sh installs it)")
+        missing_component(f"{name} is not installed (scripts/install-test-deps.sh installs it)")
     return path
 
 
 def require_file(path: Path, hint: str) -> Path:
     if not path.is_file():
-        _missing(f"{path} is missing ({hint})")
+        missing_component(f"{path} is missing ({hint})")
     return path
 
 
@@ -390,7 +391,7 @@ demo:
 def require_home_assistant() -> Path:
     python = HA_VENV / "bin" / "python"
     if not (HA_VENV / ".ready").is_file() or not python.exists():
-        _missing(
+        missing_component(
             f"Home Assistant {HA_VERSION} is not installed at {HA_VENV} "
             "(scripts/install-test-deps.sh installs it)"
         )

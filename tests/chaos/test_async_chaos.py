@@ -45,7 +45,14 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from denis.async_plane import JobLedger
-from servers import DenisProcess, DenisWorker, RedisServer, create_token, require_program
+from servers import (
+    DenisProcess,
+    DenisWorker,
+    RedisServer,
+    create_token,
+    missing_component,
+    require_program,
+)
 
 pytestmark = pytest.mark.chaos
 
@@ -651,20 +658,21 @@ async def test_disk_threshold_pauses_background_work_only(
 def small_queue_disk(data_dir: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs mounted on the file queue's folder (``<data_dir>/broker``), when this
     machine lets the tests mount one (root, not a locked-down container); skipped otherwise,
-    with the reason. Only the queue's disk fills up: the ledger, the tokens and the processes'
-    log files (which the harness writes into the data dir) stay on the big disk."""
+    with the reason (a failure under CI=true, where the suite runs as root). Only the queue's
+    disk fills up: the ledger, the tokens and the processes' log files (which the harness
+    writes into the data dir) stay on the big disk."""
     mount = require_program("mount")
     path = data_dir / "broker"
     path.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        missing_component("mounting a small tmpfs needs root")
     done = subprocess.run(
         [mount, "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(path)],
         capture_output=True,
         check=False,
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        missing_component(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
         yield path
     finally:
