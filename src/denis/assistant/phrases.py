@@ -13,8 +13,11 @@ from typing import Any
 from denis.graph.model import Area, Device
 
 __all__ = [
+    "action_phrase",
     "area_name",
+    "confirm_phrase",
     "device_name",
+    "join",
     "say",
     "spoken_date",
     "spoken_duration",
@@ -206,13 +209,19 @@ def _es_article(name: str) -> str:
     return "la" if feminine else "el"
 
 
-def action_phrase(action: str, devices: list[Device], lang: str, data: dict[str, Any]) -> str:
-    names = _join([device_name(d, lang) for d in devices], lang)
+def _device_names(devices: list[Device], lang: str) -> str:
+    """The devices' names joined, as they read after a verb ("la luz de la cocina")."""
+    names = [device_name(d, lang) for d in devices]
     if lang == "es":
-        names = _join(
-            [f"{_es_article(n)} {n}" for n in (device_name(d, "es") for d in devices)], "es"
-        )
-    values = {"device": names, **{k: spoken_number(v, lang) for k, v in data.items()}}
+        names = [f"{_es_article(n)} {n}" for n in names]
+    return join(names, lang)
+
+
+def action_phrase(action: str, devices: list[Device], lang: str, data: dict[str, Any]) -> str:
+    values = {
+        "device": _device_names(devices, lang),
+        **{k: spoken_number(v, lang) for k, v in data.items()},
+    }
     if "temperature" in data:
         values["temperature"] = f"{spoken_number(data['temperature'], lang)} °C"
     template = _ACTIONS.get(action, _ACTIONS["read"])
@@ -221,10 +230,7 @@ def action_phrase(action: str, devices: list[Device], lang: str, data: dict[str,
 
 def confirm_phrase(action: str, devices: list[Device], lang: str) -> str:
     if lang == "es" and action in _ACTIONS_ES_CONFIRM:
-        names = _join(
-            [f"{_es_article(device_name(d, 'es'))} {device_name(d, 'es')}" for d in devices], "es"
-        )
-        return _ACTIONS_ES_CONFIRM[action].format(device=names)
+        return _ACTIONS_ES_CONFIRM[action].format(device=_device_names(devices, "es"))
     return action_phrase(action, devices, lang, {})
 
 
@@ -292,15 +298,12 @@ def spoken_duration(seconds: int, lang: str) -> str:
         for n, unit in zip((hours, minutes, secs), units, strict=True)
         if n
     ]
-    return _join(parts or [f"0 {units[2][1]}"], lang)
+    return join(parts or [f"0 {units[2][1]}"], lang)
 
 
-def _join(parts: list[str], lang: str) -> str:
+def join(parts: list[str], lang: str) -> str:
+    """ "a, b and c" / "a, b y c"."""
     if len(parts) <= 1:
         return "".join(parts)
     conjunction = " y " if lang == "es" else " and "
     return ", ".join(parts[:-1]) + conjunction + parts[-1]
-
-
-def join(parts: list[str], lang: str) -> str:
-    return _join(parts, lang)
