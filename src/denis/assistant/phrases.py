@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from denis.graph.model import Area, Device
+from denis.sync_plane import spoken_date
 
 __all__ = [
     "action_phrase",
@@ -25,17 +26,6 @@ __all__ = [
     "spoken_time",
     "state_phrase",
 ]
-
-_WEEKDAYS = {
-    "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-    "es": ["lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"],
-}
-_MONTHS = {
-    "en": ["January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December"],
-    "es": ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
-           "septiembre", "octubre", "noviembre", "diciembre"],
-}  # fmt: skip
 
 _TEXT: dict[str, dict[str, str]] = {
     "greeting": {
@@ -276,14 +266,6 @@ def spoken_time(now: dt.datetime, lang: str) -> tuple[str, bool]:
         return f"{now.hour}:{now.minute:02d}", now.hour in (1, 13)
     hour = now.hour % 12 or 12
     return f"{hour}:{now.minute:02d} {'AM' if now.hour < 12 else 'PM'}", False
-
-
-def spoken_date(today: dt.date, lang: str) -> str:
-    weekday = _WEEKDAYS[lang][today.weekday()]
-    month = _MONTHS[lang][today.month - 1]
-    if lang == "es":
-        return f"{weekday}, {today.day} de {month} de {today.year}"
-    return f"{weekday}, {month} {today.day}, {today.year}"
 
 
 def spoken_duration(seconds: int, lang: str) -> str:

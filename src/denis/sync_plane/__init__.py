@@ -21,7 +21,7 @@ from denis.sync_plane.injection import (
     RuleInjectionDetector,
     build_detector,
 )
-from denis.sync_plane.lang import Lang, detect_lang
+from denis.sync_plane.lang import Lang, detect_lang, spoken_date
 from denis.sync_plane.pipeline import ChatPipeline, TurnReply, TurnRequest
 from denis.sync_plane.plane import SyncPlane, open_sync_plane
 from denis.sync_plane.responder import BasicResponder, Reply, Responder, Turn
@@ -46,4 +46,5 @@ __all__ = [
     "build_detector",
     "detect_lang",
     "open_sync_plane",
+    "spoken_date",
 ]

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from denis.resilience import Deadline
 from denis.sync_plane.auth import Principal
-from denis.sync_plane.lang import Lang
+from denis.sync_plane.lang import Lang, spoken_date
 
 __all__ = ["BasicResponder", "Reply", "Responder", "Turn"]
 
@@ -42,15 +42,6 @@ class Reply:
 class Responder(Protocol):
     async def respond(self, turn: Turn, deadline: Deadline) -> Reply: ...
 
-
-_WEEKDAYS = {
-    "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-    "es": ["lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"],
-}
-_MONTHS_ES = [
-    "enero", "febrero", "marzo", "abril", "mayo", "junio",
-    "julio", "agosto", "septiembre", "octubre", "noviembre", "diciembre",
-]  # fmt: skip
 
 # First match wins; greeting last, so "hola, ¿qué hora es?" asks the time.
 _INTENTS: list[tuple[str, re.Pattern[str]]] = [
@@ -99,8 +90,5 @@ class BasicResponder:
         return f"It's {clock}."
 
     def _date(self, lang: Lang) -> str:
-        now = self._now()
-        weekday = _WEEKDAYS[lang][now.weekday()]
-        if lang == "es":
-            return f"Hoy es {weekday}, {now.day} de {_MONTHS_ES[now.month - 1]} de {now.year}."
-        return f"Today is {weekday}, {now:%B} {now.day}, {now.year}."
+        day = spoken_date(self._now(), lang)
+        return f"Hoy es {day}." if lang == "es" else f"Today is {day}."
