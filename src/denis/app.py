@@ -136,14 +136,8 @@ def home_breaker(settings: Settings, health: HealthBoard, clock: Clock) -> Circu
     """Home Assistant's breaker in the API process (on ``/status``); None for the demo home."""
     if not settings.assistant.ha_url:
         return None
-    breaker = settings.assistant.ha_breaker
     return health.add_breaker(
-        CircuitBreaker(
-            "home_assistant",
-            failure_threshold=breaker.failure_threshold,
-            cooldown_s=breaker.cooldown_s,
-            clock=clock,
-        )
+        CircuitBreaker.configured("home_assistant", settings.assistant.ha_breaker, clock)
     )
 
 

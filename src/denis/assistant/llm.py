@@ -200,12 +200,7 @@ def open_llm(
     health: HealthBoard | None = None,
 ) -> LlmClient:
     """The LLM client behind its own ``llm`` breaker (on ``/status`` when a board is given)."""
-    breaker = CircuitBreaker(
-        LLM_DEPENDENCY,
-        failure_threshold=settings.llm_breaker.failure_threshold,
-        cooldown_s=settings.llm_breaker.cooldown_s,
-        clock=clock,
-    )
+    breaker = CircuitBreaker.configured(LLM_DEPENDENCY, settings.llm_breaker, clock)
     if health is not None:
         health.add_breaker(breaker)
     return LlmClient(settings, breaker=breaker, signals=signals)

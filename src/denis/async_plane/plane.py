@@ -71,12 +71,7 @@ async def open_async_plane(
     )
     celery = make_celery(settings, runner)
     breaker = health.add_breaker(
-        CircuitBreaker(
-            "broker",
-            failure_threshold=settings.broker_breaker.failure_threshold,
-            cooldown_s=settings.broker_breaker.cooldown_s,
-            clock=clock,
-        )
+        CircuitBreaker.configured("broker", settings.broker_breaker, clock)
     )
     monitor = AsyncMonitor(
         settings=settings,

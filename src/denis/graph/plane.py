@@ -52,14 +52,7 @@ async def open_graph_zone(
     store, backend = await open_graph_store(settings)
     cache = LegacyCache(settings.data_dir / "graph-cache.json")
     await asyncio.to_thread(cache.read_disk)
-    breaker = health.add_breaker(
-        CircuitBreaker(
-            GRAPH_ZONE,
-            failure_threshold=settings.breaker.failure_threshold,
-            cooldown_s=settings.breaker.cooldown_s,
-            clock=clock,
-        )
-    )
+    breaker = health.add_breaker(CircuitBreaker.configured(GRAPH_ZONE, settings.breaker, clock))
     resolver = GraphResolver(
         store=store,
         cache=cache,

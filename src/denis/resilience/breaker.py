@@ -20,12 +20,19 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from denis.errors import BreakerOpenError, DependencyUnavailableError
 from denis.resilience.clock import Clock, MonotonicClock
 
-__all__ = ["BreakerListener", "BreakerState", "BreakerTransition", "CircuitBreaker", "Permit"]
+__all__ = [
+    "BreakerLimits",
+    "BreakerListener",
+    "BreakerState",
+    "BreakerTransition",
+    "CircuitBreaker",
+    "Permit",
+]
 
 T = TypeVar("T")
 
@@ -55,6 +62,15 @@ class Permit:
 BreakerListener = Callable[[BreakerTransition], None]
 
 
+class BreakerLimits(Protocol):
+    """A breaker's configured limits (``denis.settings.BreakerSettings``)."""
+
+    @property
+    def failure_threshold(self) -> int: ...
+    @property
+    def cooldown_s(self) -> float: ...
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -78,6 +94,16 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at_s = 0.0
         self._probe_out = False
+
+    @classmethod
+    def configured(cls, name: str, limits: BreakerLimits, clock: Clock) -> CircuitBreaker:
+        """The breaker ``name`` with a zone's configured threshold and cool-down."""
+        return cls(
+            name,
+            failure_threshold=limits.failure_threshold,
+            cooldown_s=limits.cooldown_s,
+            clock=clock,
+        )
 
     def add_listener(self, listener: BreakerListener) -> None:
         self._listeners.append(listener)

@@ -58,16 +58,12 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
     redis_budget: RedisBudgetStore | None = None
     if settings.redis_url:
         pool = make_redis_pool(settings.redis_url, settings.redis_timeout_s)
-        breaker = CircuitBreaker(
-            "redis",
-            failure_threshold=settings.redis_breaker.failure_threshold,
-            cooldown_s=settings.redis_breaker.cooldown_s,
-            clock=clock,
-        )
         link = RedisLink(
             pool,
             timeout_s=settings.redis_timeout_s,
-            breaker=health.add_breaker(breaker),
+            breaker=health.add_breaker(
+                CircuitBreaker.configured("redis", settings.redis_breaker, clock)
+            ),
             signals=signals,
         )
         redis_limiter = RedisRateLimiter(pool)
@@ -75,12 +71,7 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
     else:
         signals.metrics.limiter_backend.set(0)
     responder_breaker = health.add_breaker(
-        CircuitBreaker(
-            "responder",
-            failure_threshold=settings.responder_breaker.failure_threshold,
-            cooldown_s=settings.responder_breaker.cooldown_s,
-            clock=clock,
-        )
+        CircuitBreaker.configured("responder", settings.responder_breaker, clock)
     )
     if detector is None:
         detector = build_detector(settings.injection_rules, settings.injection_threshold)
