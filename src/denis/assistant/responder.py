@@ -28,8 +28,10 @@ import structlog
 
 from denis.assistant import phrases
 from denis.assistant.conversation import Conversation, Conversations, Exchange, PendingAction
+from denis.assistant.intents import IntentEngine
 from denis.assistant.tools import PLAY_JOB, TOOLS, job_name
-from denis.async_plane import JobOutcome
+from denis.assistant.voice import VoiceOut
+from denis.async_plane import Dispatcher, JobOutcome
 from denis.errors import DenisError, HopLimitError
 from denis.graph import GraphResolver
 from denis.graph.model import Device, HomeGraph
@@ -71,33 +73,6 @@ _LLM_SYSTEM = {
 }
 
 
-class IntentMatchLike(Protocol):
-    @property
-    def intent(self) -> str: ...
-    @property
-    def lang(self) -> str: ...
-    @property
-    def slots(self) -> dict[str, Any]: ...
-
-
-class IntentRecognizer(Protocol):
-    def update_home(self, home: HomeGraph) -> None: ...
-    def recognize(self, text: str, lang: str) -> IntentMatchLike | None: ...
-
-
-class JobSubmitter(Protocol):
-    async def submit(  # noqa: PLR0913 - the Dispatcher's signature
-        self,
-        name: str,
-        args: dict[str, Any],
-        *,
-        deadline: Deadline,
-        hops: int = 0,
-        key: str | None = None,
-        wait: bool = True,
-    ) -> JobOutcome: ...
-
-
 class LlmAnswerLike(Protocol):
     @property
     def text(self) -> str: ...
@@ -117,10 +92,6 @@ class ToolTextScreen(Protocol):
     """The injection gate's check for text the user did not type (``InjectionGate``)."""
 
     def check_tool_text(self, text: str) -> GateVerdict: ...
-
-
-class Voice(Protocol):
-    async def speak(self, text: str, lang: str, deadline: Deadline, hops: int) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +119,13 @@ class AssistantResponder:
         self,
         *,
         settings: AssistantSettings,
-        intents: IntentRecognizer,
+        intents: IntentEngine,
         resolver: GraphResolver,
-        jobs: JobSubmitter,
+        jobs: Dispatcher,
         conversations: Conversations,
         clock: Clock,
         llm: Llm | None = None,
-        voice: Voice | None = None,
+        voice: VoiceOut | None = None,
         on_home_change: Callable[[HomeGraph], None] | None = None,
         screen: ToolTextScreen | None = None,
     ) -> None:
