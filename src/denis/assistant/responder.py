@@ -46,6 +46,7 @@ _log = structlog.get_logger("denis.assistant")
 _CONFIRM_TTL_S = 60.0
 _REPLY_MARGIN_S = 0.3  # kept back from a tool's wait so the reply still goes out in time
 _MIN_TOOL_S = 0.05
+_UNSETTLED = ("queued", "running", "busy")  # sent, not (yet) answered by a worker
 _DEVICE_INTENTS = {
     "HassTurnOn",
     "HassTurnOff",
@@ -325,7 +326,7 @@ class AssistantResponder:
                 answer = self._clock_answer(intent, lang, dt.datetime.now().astimezone())
                 answer.degraded |= degraded
                 return answer
-            key_text = "slow_read" if outcome.state in ("queued", "running", "busy") else "busy"
+            key_text = "slow_read" if outcome.state in _UNSETTLED else "busy"
             return _Answer(phrases.say(key_text, lang), intent, slots, tool, degraded)
         if tool.startswith("clock."):
             answer = self._clock_answer(intent, lang, dt.datetime.fromisoformat(result["now"]))
@@ -363,7 +364,7 @@ class AssistantResponder:
         except DenisError as exc:
             _log.info("assistant.tool_unavailable", tool=tool, code=exc.code)
             return JobOutcome(key or "", "busy", TOOLS[tool].queue.value, inline=True), {"async"}
-        degraded = {"async"} if outcome.state in ("queued", "running", "busy") else set()
+        degraded = {"async"} if outcome.state in _UNSETTLED else set()
         return outcome, degraded
 
     def _phrase_device_outcome(
@@ -375,19 +376,29 @@ class AssistantResponder:
         data: dict[str, Any],
     ) -> tuple[str, set[str]]:
         description = phrases.action_phrase(action, devices, lang, data)
-        if outcome.state in ("queued", "running", "busy"):
-            return phrases.say("slow", lang, action=description), set()
-        result = outcome.result if outcome.state == "done" else None
-        if not isinstance(result, dict):
-            return phrases.say("tool_failed", lang, action=description), set()
-        if not result.get("ok"):
-            return self._phrase_failure(result, description, devices, lang)
+        result, failed = self._succeeded(outcome, "slow", description, devices, lang)
+        if failed is not None:
+            return failed
         states = self._state_texts(result, devices, lang)
         if action == "set_temperature" and "temperature" in data:
             value = f"{phrases.spoken_number(data['temperature'], lang)} °C"
             names = phrases.join([phrases.device_name(d, lang) for d in devices], lang)
             return phrases.say("set_temperature", lang, device=names, value=value), set()
         return phrases.say("done", lang, states=phrases.join(states, lang)), set()
+
+    def _succeeded(
+        self, outcome: JobOutcome, slow: str, description: str, devices: list[Device], lang: str
+    ) -> tuple[dict[str, Any], tuple[str, set[str]] | None]:
+        """The tool's result, and the reply instead when it did not succeed: not settled in
+        time (the ``slow`` phrase), failed, or answered with an error."""
+        if outcome.state in _UNSETTLED:
+            return {}, (phrases.say(slow, lang, action=description), set())
+        result = outcome.result if outcome.state == "done" else None
+        if not isinstance(result, dict):
+            return {}, (phrases.say("tool_failed", lang, action=description), set())
+        if not result.get("ok"):
+            return result, self._phrase_failure(result, description, devices, lang)
+        return result, None
 
     def _phrase_failure(
         self, result: dict[str, Any], description: str, devices: list[Device], lang: str
@@ -412,15 +423,10 @@ class AssistantResponder:
         devices: list[Device],
         lang: str,
     ) -> tuple[str, set[str]]:
-        if outcome.state in ("queued", "running", "busy"):
-            return phrases.say("slow_read", lang), set()
-        result = outcome.result if outcome.state == "done" else None
-        if not isinstance(result, dict):
-            description = phrases.action_phrase("read", devices, lang, {})
-            return phrases.say("tool_failed", lang, action=description), set()
-        if not result.get("ok"):
-            description = phrases.action_phrase("read", devices, lang, {})
-            return self._phrase_failure(result, description, devices, lang)
+        description = phrases.action_phrase("read", devices, lang, {})
+        result, failed = self._succeeded(outcome, "slow_read", description, devices, lang)
+        if failed is not None:
+            return failed
         if intent == "HassClimateGetTemperature":
             return self._temperature_text(result, devices, lang), set()
         states = self._state_texts(result, devices, lang)
