@@ -2,16 +2,17 @@
 declared body size over the limit refused before any route runs.
 
 Pure ASGI and cheap: the header values are built once, each request's headers are walked once,
-and a request from no other origin (the web app itself, CLI clients) only gets the precomputed
-headers appended. What it adds to every HTTP response:
+and a request from no other origin (the web app itself, CLI clients) passes straight through.
+``SECURITY_HEADERS``, which ``TraceMiddleware`` (``denis.api.trace``, the outermost layer)
+appends to every HTTP response, its own 503 and this middleware's refusals included:
 
 - ``Content-Security-Policy``: scripts, styles, fetches and media from this origin only (images
   may be ``data:``, recorded audio ``blob:``), the WebSocket on ``ws:``/``wss:``, no framing, no
   ``<base>``, forms only to this origin. The web app (``denis/web``) has no inline script or
   style, so nothing needs ``'unsafe-inline'``.
-- ``Permissions-Policy: microphone=(self)`` (voice input, this origin only).
-  ``X-Content-Type-Options``, ``Referrer-Policy``, ``X-Frame-Options`` and ``Cache-Control``
-  come from ``TraceMiddleware`` (``denis.api.trace``), which also covers its own 503.
+- ``Permissions-Policy: microphone=(self)`` (voice input, this origin only);
+- ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``,
+  ``X-Frame-Options: DENY`` and ``Cache-Control: no-store``.
 
 CORS: no cross-origin access unless ``DENIS_CORS_ORIGINS`` lists the origin. A listed origin
 gets ``Access-Control-Allow-Origin: <origin>`` (never ``*``, never credentials: the token is a
@@ -42,7 +43,7 @@ from denis.api.body import encode_json
 from denis.api.errors import error_body
 from denis.resilience import Signal
 
-__all__ = ["CONTENT_SECURITY_POLICY", "SecurityMiddleware", "same_origin"]
+__all__ = ["CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "SecurityMiddleware", "same_origin"]
 
 _log = structlog.get_logger("denis.api")
 
@@ -51,9 +52,13 @@ CONTENT_SECURITY_POLICY = (
     "media-src 'self' blob:; connect-src 'self' ws: wss:; frame-ancestors 'none'; "
     "base-uri 'none'; form-action 'self'"
 )
-_HEADERS = (
+SECURITY_HEADERS = (
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"permissions-policy", b"microphone=(self)"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cache-control", b"no-store"),
 )
 _ALLOWED_METHODS = b"GET, POST, DELETE"
 _ALLOWED_HEADERS = b"authorization, content-type, x-denis-hop"
@@ -152,17 +157,17 @@ class SecurityMiddleware:
             detail = f"the body must be at most {limits.max_body_bytes} bytes"
             await self._answer(send, 413, "too_large", detail, (b"connection", b"close"))
             return
-        extra: tuple[tuple[bytes, bytes], ...] = _HEADERS
-        if allowed and seen.origin is not None:
-            extra = (
-                *_HEADERS,
-                (b"access-control-allow-origin", seen.origin.encode("latin-1")),
-                (b"vary", b"Origin"),
-            )
+        if not allowed or seen.origin is None:
+            await self.app(scope, receive, send)
+            return
+        cors = (
+            (b"access-control-allow-origin", seen.origin.encode("latin-1")),
+            (b"vary", b"Origin"),
+        )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
+                message["headers"] = [*message.get("headers", ()), *cors]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -172,7 +177,6 @@ class SecurityMiddleware:
             await self._answer(send, 403, "forbidden", "cross-origin requests are not allowed")
             return
         headers = [
-            *_HEADERS,
             (b"access-control-allow-origin", origin.encode("latin-1")),
             (b"access-control-allow-methods", _ALLOWED_METHODS),
             (b"access-control-allow-headers", _ALLOWED_HEADERS),
@@ -189,7 +193,6 @@ class SecurityMiddleware:
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            *_HEADERS,
             *extra,
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -1,4 +1,5 @@
-"""The outermost middleware: a trace id per request, security headers, and containment.
+"""The outermost middleware: a trace id per request, the security headers
+(``denis.api.security.SECURITY_HEADERS``) on every response, and containment.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so it also wraps WebSockets and streams nothing twice.
 It is the only place that catches a bare ``Exception``: the error becomes one log line (type
@@ -14,18 +15,12 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from denis.api.errors import unexpected_response
+from denis.api.security import SECURITY_HEADERS
 from denis.resilience.logs import bind_trace_id, bound_trace_id, new_trace_id, unbind_trace_id
 
 __all__ = ["TraceMiddleware", "current_trace_id"]
 
 _log = structlog.get_logger("denis.api")
-
-SECURITY_HEADERS = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"cache-control", b"no-store"),
-)
 
 
 def current_trace_id() -> str:
