@@ -510,32 +510,30 @@ def _follow_up(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def _targets(intent: str, slots: dict[str, Any], home: HomeGraph) -> list[Device]:
-    devices = list(home.devices)
     names = slots.get("name")
     if names:
         wanted = set(names) if isinstance(names, list | tuple | set) else {names}
-        return [d for d in devices if d.id in wanted]
-    domain = slots.get("domain")
-    domains = (domain,) if isinstance(domain, str) else _DEFAULT_DOMAINS.get(intent, ())
-    if isinstance(domain, list | tuple):
-        domains = tuple(domain)
-    chosen = [d for d in devices if d.domain in domains]
-    area = slots.get("area")
-    if area:
-        chosen = [d for d in chosen if d.area == area]
-    elif intent == "HassClimateGetTemperature":
-        chosen = chosen[:1]
-    if intent in ("HassClimateGetTemperature", "HassClimateSetTemperature") and chosen:
-        climates = [d for d in chosen if d.domain == "climate"]
-        sensors = [d for d in chosen if d.domain == "sensor"]
-        if intent == "HassClimateGetTemperature":
-            return sensors[:1] or climates[:1]
-        return climates[:1]
-    if not area and not domain and intent not in _DEFAULT_DOMAINS:
-        return []
-    if not area and intent in ("HassTurnOn", "HassTurnOff") and not domain:
+        return [d for d in home.devices if d.id in wanted]
+    domain, area = slots.get("domain"), slots.get("area")
+    if not area and not domain and intent in ("HassTurnOn", "HassTurnOff"):
         return []  # "turn on" alone names nothing
+    if isinstance(domain, str):
+        domains: tuple[str, ...] = (domain,)
+    elif isinstance(domain, list | tuple):
+        domains = tuple(domain)
+    else:
+        domains = _DEFAULT_DOMAINS.get(intent, ())
+    chosen = [d for d in home.devices if d.domain in domains and (not area or d.area == area)]
+    if intent == "HassClimateGetTemperature":  # one reading: a sensor's, else a thermostat's
+        chosen = chosen if area else chosen[:1]
+        return _first(chosen, "sensor") or _first(chosen, "climate")
+    if intent == "HassClimateSetTemperature":
+        return _first(chosen, "climate")
     return chosen
+
+
+def _first(devices: list[Device], domain: str) -> list[Device]:
+    return [d for d in devices if d.domain == domain][:1]
 
 
 def _tool_data(slots: dict[str, Any]) -> dict[str, Any]:
