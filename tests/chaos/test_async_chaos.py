@@ -44,7 +44,9 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+import load
 from denis.async_plane import JobLedger
+from load import LoadRun, Step, record
 from servers import (
     DenisProcess,
     DenisWorker,
@@ -85,11 +87,6 @@ def async_env(broker_url: str | None, **extra: str) -> dict[str, str]:
         "DENIS_BUDGET_TOKENS_PER_DAY": "100000000",
         **extra,
     }
-
-
-def record(request: pytest.FixtureRequest, name: str, value: object) -> None:
-    """Keep a measurement with the test's report (``user_properties``, e.g. in JUnit XML)."""
-    request.node.user_properties.append((name, value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,66 +214,25 @@ LOAD_JOBS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """When a fault action ran, by the client's monotonic clock."""
+async def under_load(api: Api, steps: Sequence[Step], *, tail_s: float) -> LoadRun[Outcome]:
+    """``CONCURRENCY`` clients post jobs back to back (``wait=true``, a fresh key each), around
+    the fault ``steps``."""
 
-    started_s: float
-    ended_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class LoadRun:
-    outcomes: list[Outcome]
-    marks: list[Mark]
-
-    def finished_before(self, at_s: float) -> list[Outcome]:
-        return [o for o in self.outcomes if o.ended_s < at_s]
-
-    def started_after(self, at_s: float) -> list[Outcome]:
-        return [o for o in self.outcomes if o.started_s > at_s]
-
-
-async def under_load(
-    api: Api, steps: Sequence[tuple[float, Callable[[], None]]], *, tail_s: float
-) -> LoadRun:
-    """``CONCURRENCY`` clients post jobs back to back (``wait=true``, a fresh key each);
-    meanwhile wait and run each fault step, then keep the load on for ``tail_s`` more seconds.
-
-    Each client has its own connection pool, so a queue in one shared pool is not measured as
-    Denis's latency."""
-    stop = asyncio.Event()
-    outcomes: list[Outcome] = []
-
-    async def client_loop(index: int, client: httpx.AsyncClient) -> None:
+    def connect(index: int, client: httpx.AsyncClient) -> Callable[[int], Awaitable[Outcome]]:
         own = Api(client, api.proc, api.admin, api.user)
-        sent = index
-        while not stop.is_set():
+
+        def send(sent: int) -> Awaitable[Outcome]:
             name, args = LOAD_JOBS[sent % len(LOAD_JOBS)]
-            outcomes.append(await own.job(name, args))
-            sent += 1
+            return own.job(name, args)
 
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S))
-            for _ in range(CONCURRENCY)
-        ]
-        tasks = [asyncio.create_task(client_loop(i, c)) for i, c in enumerate(clients)]
-        marks = []
-        try:
-            for delay_s, action in steps:
-                await asyncio.sleep(delay_s)
-                started_s = time.monotonic()
-                await asyncio.to_thread(action)
-                marks.append(Mark(started_s, time.monotonic()))
-            await asyncio.sleep(tail_s)
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
-    return LoadRun(outcomes, marks)
+        return send
+
+    return await load.under_load(
+        connect, steps, workers=CONCURRENCY, client_timeout_s=CLIENT_TIMEOUT_S, tail_s=tail_s
+    )
 
 
-def assert_all_answered(run: LoadRun, request: pytest.FixtureRequest) -> None:
+def assert_all_answered(run: LoadRun[Outcome], request: pytest.FixtureRequest) -> None:
     """No request lost, every one a 200 with a finished job, none slower than the bound."""
     outcomes = run.outcomes
     assert len(outcomes) >= 5 * CONCURRENCY, f"the load barely ran: {len(outcomes)} requests"
@@ -286,7 +242,7 @@ def assert_all_answered(run: LoadRun, request: pytest.FixtureRequest) -> None:
     assert set(statuses) == {200}, (statuses, [o.body for o in outcomes if o.status != 200][:3])
     worst = max(outcomes, key=lambda o: o.latency_s)
     fault_s = run.marks[0].started_s
-    worst_after = max(run.started_after(fault_s), key=lambda o: o.latency_s)
+    worst_after = max(run.started_between(fault_s), key=lambda o: o.latency_s)
     record(request, "requests", len(outcomes))
     record(request, "worst_latency_s", round(worst.latency_s, 3))
     record(request, "worst_latency_after_fault_s", round(worst_after.latency_s, 3))
@@ -362,7 +318,7 @@ async def broker_outage(
         assert_all_answered(run, request)
         faulted = run.marks[0]
         before = run.finished_before(faulted.started_s)
-        after = run.started_after(faulted.ended_s)
+        after = run.started_between(faulted.ended_s)
         assert len(before) >= CONCURRENCY, "too little load before the fault"
         assert len(after) >= CONCURRENCY, "too little load after the fault"
         assert all(not o.body["inline"] for o in before), "jobs ran inline on a healthy broker"

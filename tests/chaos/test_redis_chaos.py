@@ -19,11 +19,10 @@ the failure this guards against is a hang (26 s with redis-py's default retries)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import load
+from load import LoadRun, Step, record
 from servers import DenisProcess, RedisServer, create_token
 
 pytestmark = pytest.mark.chaos
@@ -123,79 +124,28 @@ class Api:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """When a fault action ran, by the client's monotonic clock."""
-
-    started_s: float
-    ended_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class LoadRun:
-    outcomes: list[Outcome]
-    marks: list[Mark]
-
-    def finished_before(self, at_s: float) -> list[Outcome]:
-        return [o for o in self.outcomes if o.ended_s < at_s]
-
-    def started_between(self, from_s: float, to_s: float = float("inf")) -> list[Outcome]:
-        return [o for o in self.outcomes if from_s < o.started_s < to_s]
-
-
 async def under_load(
     apis: Sequence[Api],
     tokens: Sequence[str],
-    steps: Sequence[tuple[float, Callable[[], None]]],
+    steps: Sequence[Step],
     *,
     tail_s: float,
-) -> LoadRun:
-    """Run ``WORKERS`` workers sending turns back to back, round-robin over ``apis`` (worker
-    ``w`` as user ``tokens[w % len(tokens)]``); meanwhile wait and run each fault step, then
-    keep the load on for ``tail_s`` more seconds.
+) -> LoadRun[Outcome]:
+    """``WORKERS`` workers send turns back to back, round-robin over ``apis`` (worker ``w`` as
+    user ``tokens[w % len(tokens)]``), around the fault ``steps``."""
 
-    Each worker has its own HTTP client: one client shared by all workers queues requests in
-    its connection pool (stalls of up to 2 s were seen with two servers and no fault at all),
-    which would be measured as Denis's latency.
-    """
-    stop = asyncio.Event()
-    outcomes: list[Outcome] = []
-
-    async def worker(index: int, client: httpx.AsyncClient) -> None:
+    def connect(index: int, client: httpx.AsyncClient) -> Callable[[int], Awaitable[Outcome]]:
         token = tokens[index % len(tokens)]
         own = [dataclasses.replace(api, client=client) for api in apis]
-        sent = index
-        while not stop.is_set():
-            outcomes.append(await own[sent % len(own)].chat(token))
-            sent += 1
+        return lambda sent: own[sent % len(own)].chat(token)
 
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S))
-            for _ in range(WORKERS)
-        ]
-        workers = [asyncio.create_task(worker(i, c)) for i, c in enumerate(clients)]
-        marks = []
-        try:
-            for delay_s, action in steps:
-                await asyncio.sleep(delay_s)
-                started_s = time.monotonic()
-                await asyncio.to_thread(action)
-                marks.append(Mark(started_s, time.monotonic()))
-            await asyncio.sleep(tail_s)
-        finally:
-            stop.set()
-            await asyncio.gather(*workers)
-    return LoadRun(outcomes, marks)
-
-
-def record(request: pytest.FixtureRequest, name: str, value: object) -> None:
-    """Keep a measurement with the test's report (``user_properties``, e.g. in JUnit XML)."""
-    request.node.user_properties.append((name, value))
+    return await load.under_load(
+        connect, steps, workers=WORKERS, client_timeout_s=CLIENT_TIMEOUT_S, tail_s=tail_s
+    )
 
 
 def assert_all_answered(
-    run: LoadRun, request: pytest.FixtureRequest, *, allowed: frozenset[int]
+    run: LoadRun[Outcome], request: pytest.FixtureRequest, *, allowed: frozenset[int]
 ) -> None:
     """No request lost, no 5xx (nor anything outside ``allowed``), none slower than the bound."""
     outcomes = run.outcomes
