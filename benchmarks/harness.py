@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -137,25 +136,8 @@ class FoundationProcess(DenisProcess):
     """``benchmarks/foundation_server.py``: ``denis serve`` with the sync plane's
     ``BasicResponder`` (the pipeline of issue 2; the assistant has a benchmark of its own)."""
 
-    def start(self, timeout_s: float = 20.0) -> FoundationProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(BENCH_DIR / "foundation_server.py")],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exited early:\n{self.log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=0.5).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"did not become ready:\n{self.log_path.read_text()[-3000:]}")
+    def command(self) -> list[str]:
+        return [sys.executable, str(BENCH_DIR / "foundation_server.py")]
 
 
 def chat_request(port: int, token: str, text: str = CHAT_TEXT) -> bytes:

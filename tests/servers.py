@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Self
 
 import httpx
 import pytest
@@ -251,12 +251,14 @@ class DenisProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 20.0) -> DenisProcess:
+    def command(self) -> list[str]:
+        """What runs the server (the benchmarks' foundation server is another script)."""
+        return [sys.executable, "-m", "denis", "serve"]
+
+    def start(self, timeout_s: float = 20.0) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "denis", "serve"], env=self.env, stdout=log, stderr=log
-            )
+            self.proc = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
