@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import structlog
 from celery import Celery
 
 from denis.async_plane.celery_app import HOP_FIELD, RUN_TASK
@@ -29,11 +28,10 @@ from denis.async_plane.monitor import AsyncMonitor
 from denis.async_plane.queues import POLICIES
 from denis.async_plane.runner import JobRunner, RunResult
 from denis.errors import DependencyUnavailableError, QueueFullError
-from denis.resilience import CircuitBreaker, Deadline, Signals, check_hops, next_hop
+from denis.resilience import CircuitBreaker, Deadline, check_hops, next_hop
 
 __all__ = ["Dispatcher", "JobOutcome"]
 
-_log = structlog.get_logger("denis.async_plane")
 _POLL_S = 0.02
 _REPLY_MARGIN_S = 0.2
 
@@ -48,6 +46,25 @@ class JobOutcome:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One job on its way: what to run, with what, under which idempotency key."""
+
+    spec: JobSpec
+    args: dict[str, Any]
+    key: str
+    hops: int
+
+    @property
+    def queue(self) -> str:
+        return self.spec.queue.value
+
+    def outcome(
+        self, state: str, *, inline: bool, result: Any = None, error: str | None = None
+    ) -> JobOutcome:
+        return JobOutcome(self.key, state, self.queue, inline, result, error)
+
+
 class Dispatcher:
     def __init__(  # noqa: PLR0913 - explicit wiring
         self,
@@ -56,7 +73,6 @@ class Dispatcher:
         runner: JobRunner,
         breaker: CircuitBreaker,
         monitor: AsyncMonitor,
-        signals: Signals,
         broker_timeout_s: float,
         inline_timeout_s: float,
     ) -> None:
@@ -64,7 +80,6 @@ class Dispatcher:
         self._runner = runner
         self._breaker = breaker
         self._monitor = monitor
-        self._signals = signals
         self._broker_timeout_s = broker_timeout_s
         self._inline_timeout_s = inline_timeout_s
         self._publishers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="denis-publish")
@@ -89,50 +104,37 @@ class Dispatcher:
                 f"{self._monitor.disk_max_percent:g} %",
                 dependency="queue_disk",
             )
-        key = key or uuid.uuid4().hex
+        job = _Job(spec, args, key or uuid.uuid4().hex, out_hops)
         await self._blocking(
-            partial(self._runner.ledger.journal, key, name, spec.queue.value, args, out_hops),
+            partial(self._runner.ledger.journal, job.key, name, job.queue, args, out_hops),
             deadline,
         )
-        return await self._deliver(spec, args, key, out_hops, deadline, wait=wait)
+        return await self._deliver(job, deadline, wait=wait)
 
     async def redeliver(
         self, name: str, args: dict[str, Any], key: str, hops: int, deadline: Deadline
     ) -> JobOutcome:
         """Send an already-journaled job again (dead-letter replay)."""
-        spec = self._runner.registry.get(name)
-        return await self._deliver(spec, args, key, hops, deadline, wait=False)
+        job = _Job(self._runner.registry.get(name), args, key, hops)
+        return await self._deliver(job, deadline, wait=False)
 
-    async def _deliver(  # noqa: PLR0913
-        self,
-        spec: JobSpec,
-        args: dict[str, Any],
-        key: str,
-        hops: int,
-        deadline: Deadline,
-        *,
-        wait: bool,
-    ) -> JobOutcome:
-        if self._monitor.served(spec.queue.value) and await self._publish(
-            spec, args, key, hops, deadline
-        ):
+    async def _deliver(self, job: _Job, deadline: Deadline, *, wait: bool) -> JobOutcome:
+        if self._monitor.served(job.queue) and await self._publish(job, deadline):
             if not wait:
-                return JobOutcome(key, "queued", spec.queue.value, inline=False)
-            return await self._await_result(spec, args, key, hops, deadline)
-        return await self._run_inline(spec, args, key, hops, deadline, wait=wait)
+                return job.outcome("queued", inline=False)
+            return await self._await_result(job, deadline)
+        return await self._run_inline(job, deadline, wait=wait)
 
-    async def _publish(
-        self, spec: JobSpec, args: dict[str, Any], key: str, hops: int, deadline: Deadline
-    ) -> bool:
+    async def _publish(self, job: _Job, deadline: Deadline) -> bool:
         permit = self._breaker.try_acquire()
         if permit is None:
             return False
         send = partial(
             self._celery.send_task,
             RUN_TASK,
-            args=(spec.name, args, key),
-            queue=spec.queue.value,
-            headers={HOP_FIELD: str(hops)},
+            args=(job.spec.name, job.args, job.key),
+            queue=job.queue,
+            headers={HOP_FIELD: str(job.hops)},
             retry=False,
         )
         try:
@@ -149,62 +151,42 @@ class Dispatcher:
         self._monitor.broker_ok()
         return True
 
-    async def _await_result(
-        self, spec: JobSpec, args: dict[str, Any], key: str, hops: int, deadline: Deadline
-    ) -> JobOutcome:
+    async def _await_result(self, job: _Job, deadline: Deadline) -> JobOutcome:
         """Wait for a worker to finish the job. If the broker fails before any worker claimed
         it, the message may be lost (killed broker) or stuck (hung broker): run it here; the
         claim keeps the effect to one if the message is delivered after all."""
         ledger = self._runner.ledger
         while deadline.remaining_s() > _REPLY_MARGIN_S:
-            record = await self._blocking(partial(ledger.get, key), deadline)
+            record = await self._blocking(partial(ledger.get, job.key), deadline)
             if record is not None and record.state in ("done", "dead"):
-                return JobOutcome(
-                    key,
-                    record.state,
-                    spec.queue.value,
-                    inline=False,
-                    result=record.result,
-                    error=record.error,
+                return job.outcome(
+                    record.state, inline=False, result=record.result, error=record.error
                 )
             if self._monitor.broker_down and (record is None or record.state == "pending"):
-                return await self._run_inline(spec, args, key, hops, deadline, wait=True)
+                return await self._run_inline(job, deadline, wait=True)
             await asyncio.sleep(_POLL_S)
-        return JobOutcome(key, "queued", spec.queue.value, inline=False)
+        return job.outcome("queued", inline=False)
 
-    async def _run_inline(  # noqa: PLR0913
-        self,
-        spec: JobSpec,
-        args: dict[str, Any],
-        key: str,
-        hops: int,
-        deadline: Deadline,
-        *,
-        wait: bool,
-    ) -> JobOutcome:
-        run = partial(self._runner.run, spec.name, args, key, hops, inline=True)
+    async def _run_inline(self, job: _Job, deadline: Deadline, *, wait: bool) -> JobOutcome:
+        run = partial(self._runner.run, job.spec.name, job.args, job.key, job.hops, inline=True)
         future = asyncio.get_running_loop().run_in_executor(self._inline, run)
         if not wait:
-            self._background.add(future)
-            future.add_done_callback(self._background.discard)
-            return JobOutcome(key, "running", spec.queue.value, inline=True)
+            self._detach(future)
+            return job.outcome("running", inline=True)
         try:
             async with asyncio.timeout(deadline.timeout_s(self._inline_timeout_s)):
                 result: RunResult = await asyncio.shield(future)
         except TimeoutError:
-            self._background.add(future)  # a thread cannot be cancelled; it finishes on its own
-            future.add_done_callback(self._background.discard)
-            return JobOutcome(key, "running", spec.queue.value, inline=True)
+            self._detach(future)  # a thread cannot be cancelled; it finishes on its own
+            return job.outcome("running", inline=True)
         if result.state == "busy":  # a worker holds the claim: its result is the answer
-            return await self._await_result(spec, args, key, hops, deadline)
-        return JobOutcome(
-            key,
-            result.state,
-            spec.queue.value,
-            inline=True,
-            result=result.result,
-            error=result.error,
-        )
+            return await self._await_result(job, deadline)
+        return job.outcome(result.state, inline=True, result=result.result, error=result.error)
+
+    def _detach(self, future: asyncio.Future[Any]) -> None:
+        """Keep a running inline job referenced until it finishes."""
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
 
     async def _blocking(self, call: partial[Any], deadline: Deadline) -> Any:
         try:

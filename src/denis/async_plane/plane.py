@@ -86,7 +86,6 @@ async def open_async_plane(
         runner=runner,
         breaker=breaker,
         monitor=monitor,
-        signals=signals,
         broker_timeout_s=settings.broker_timeout_s,
         inline_timeout_s=settings.inline_timeout_s,
     )
