@@ -29,10 +29,10 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import load
 from load import LoadRun, Step, record
+from probes import signal_in
 from servers import DenisProcess, RedisServer, create_token
 
 pytestmark = pytest.mark.chaos
@@ -113,11 +113,7 @@ class Api:
     async def signal(self, name: str) -> float:
         response = await self.client.get(f"{self.proc.url}/metrics", headers=self._auth)
         assert response.status_code == 200, response.text
-        for family in text_string_to_metric_families(response.text):
-            for sample in family.samples:
-                if sample.name == "denis_signal_total" and sample.labels.get("signal") == name:
-                    return sample.value
-        raise AssertionError(f"no denis_signal_total{{signal={name!r}}} in /metrics")
+        return signal_in(response.text, name)
 
     @property
     def _auth(self) -> dict[str, str]:

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from denis.assistant.home.demo import DemoHome
 from denis.graph import default_home
 from denis.graph.model import Policy
 from denis.resilience import Deadline, ManualClock, MonotonicClock
 from fake_llm import FakeLlm
+from probes import signal_count
 from servers import create_token, free_port
 
 pytestmark = pytest.mark.integration
@@ -39,14 +39,6 @@ def chat(client, auth, text: str, session: str = "s1", **extra: Any) -> dict[str
 
 def state_of(data_dir: Path, entity_id: str) -> str:
     return DemoHome(data_dir, default_home().devices).get_state(entity_id).state
-
-
-def signal_count(client, auth, name: str) -> float:
-    for family in text_string_to_metric_families(client.get("/metrics", headers=auth).text):
-        for sample in family.samples:
-            if sample.name == "denis_signal_total" and sample.labels["signal"] == name:
-                return sample.value
-    return 0.0
 
 
 @pytest.fixture

@@ -38,7 +38,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from denis.async_plane import JobLedger, default_registry, open_ledger
 from denis.async_plane.celery_app import HOP_FIELD, RUN_TASK, make_celery
@@ -46,6 +45,7 @@ from denis.async_plane.monitor import WORK_QUEUES
 from denis.async_plane.runner import JobRunner
 from denis.cli import UP_WORKERS
 from denis.settings import Settings
+from probes import signal_counts
 from servers import DenisProcess, DenisWorker, create_token
 
 pytestmark = pytest.mark.integration
@@ -115,12 +115,7 @@ class Api:
     def signals(self) -> dict[str, float]:
         response = self.http.get("/metrics")
         assert response.status_code == 200, response.text
-        return {
-            sample.labels["signal"]: sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples
-            if sample.name == "denis_signal_total"
-        }
+        return signal_counts(response.text)
 
     def dead_letters(self) -> list[dict[str, Any]]:
         response = self.http.get("/admin/dlq")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from denis.sync_plane.budget import count_tokens
+from probes import signal_in
 from servers import DenisProcess, RedisServer, create_token
 
 pytestmark = pytest.mark.integration
@@ -59,11 +59,7 @@ async def _signal_count(
 ) -> float:
     response = await client.get(f"{proc.url}/metrics", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == "denis_signal_total" and sample.labels.get("signal") == name:
-                return sample.value
-    raise AssertionError(f"no denis_signal_total{{signal={name!r}}} in /metrics")
+    return signal_in(response.text, name)
 
 
 async def _assert_stayed_on_redis(

@@ -14,6 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from probes import signal_in
 from servers import DenisProcess, create_token
 
 pytestmark = pytest.mark.integration
@@ -39,8 +40,7 @@ def signal_count(proc: DenisProcess, token: str, name: str) -> float:
     text = httpx.get(
         f"{proc.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5
     ).text
-    line = f'denis_signal_total{{signal="{name}"}} '
-    return float(next(row for row in text.splitlines() if row.startswith(line)).split()[-1])
+    return signal_in(text, name)
 
 
 def test_a_reconnect_storm_is_refused_1013_with_a_json_retry_hint(

@@ -7,11 +7,11 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from denis.app import create_app
 from denis.resilience.signals import SEED_SIGNALS as SEED_SIGNAL_ENUM
 from denis.sync_plane import TokenStore
+from probes import signal_counts as signal_samples
 
 # The 19 seed signal names; tests/unit/test_signals_health.py pins them literally to the seed.
 SEED_SIGNALS = [signal.value for signal in SEED_SIGNAL_ENUM]
@@ -39,15 +39,6 @@ def call(client: TestClient, method: str, path: str, headers: dict[str, str] | N
     if method == "POST":
         return client.post(path, json={"text": "hello"}, headers=headers or {})
     return client.request(method, path, headers=headers or {})
-
-
-def signal_samples(text: str) -> dict[str, float]:
-    return {
-        sample.labels["signal"]: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "denis_signal_total"
-    }
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)

@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from denis.resilience import Deadline, ManualClock
 from denis.sync_plane import GateVerdict, Reply, TokenStore, Turn
+from probes import signal_count, status
 
 HELLO = {"text": "hello"}
 # Generous bound for the responder's cancellation to be recorded: it normally already is when
@@ -40,22 +38,6 @@ def retry_after(response) -> int:
     value = response.headers["retry-after"]
     assert value.isdigit(), value
     return int(value)
-
-
-def signal_count(client: TestClient, auth: dict[str, str], name: str) -> float:
-    response = client.get("/metrics", headers=auth)
-    assert response.status_code == 200
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == "denis_signal_total" and sample.labels["signal"] == name:
-                return sample.value
-    raise AssertionError(f"no denis_signal_total for {name}")
-
-
-def status(client: TestClient, auth: dict[str, str]) -> dict[str, Any]:
-    response = client.get("/status", headers=auth)
-    assert response.status_code == 200
-    return response.json()
 
 
 class CountingResponder:

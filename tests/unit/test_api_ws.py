@@ -12,22 +12,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
+from probes import signal_count
+
 POLICY_VIOLATION = 1008
 REPLY_FIELDS = {"reply", "lang", "intent", "trace_id", "degraded", "audio_url"}
-
-
-def signal_count(client: TestClient, auth: dict[str, str], name: str) -> float:
-    response = client.get("/metrics", headers=auth)
-    assert response.status_code == 200
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == "denis_signal_total" and sample.labels["signal"] == name:
-                return sample.value
-    raise AssertionError(f"no denis_signal_total for {name}")
 
 
 def assert_in_band_error(message: dict[str, Any], code: str, message_id: Any) -> None:

@@ -14,27 +14,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from denis.resilience import Deadline, ManualClock
 from denis.sync_plane import Reply, Turn
+from probes import signal_count
 
 TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
 STATUS_KEYS = {"zones", "breakers", "queues", "signals"}
 NO_HANG_S = 10.0  # only stops a broken build from hanging the suite
-
-
-def signal_count(client: TestClient, auth: dict[str, str], name: str) -> float:
-    response = client.get("/metrics", headers=auth)
-    assert response.status_code == 200
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == "denis_signal_total" and sample.labels["signal"] == name:
-                return sample.value
-    raise AssertionError(f"no denis_signal_total for {name}")
 
 
 def recent_signals(client: TestClient, auth: dict[str, str], name: str) -> list[dict[str, Any]]:

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from denis.async_plane import JobLedger
 from denis.async_plane.monitor import WORK_QUEUES
 from denis.async_plane.queues import POLICIES, Queue
+from probes import signal_count
 
 BACKGROUND = [q.value for q, policy in POLICIES.items() if policy.background and q in WORK_QUEUES]
 FOREGROUND = [q.value for q, policy in POLICIES.items() if not policy.background]
@@ -39,15 +39,6 @@ def assert_error(response, status: int, code: str) -> None:
     assert body["error"]["code"] == code
     assert body["error"]["detail"]
     assert "Traceback" not in response.text
-
-
-def signal_count(client: TestClient, token: str, name: str) -> float:
-    text = client.get("/metrics", headers=bearer(token)).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "denis_signal_total" and sample.labels["signal"] == name:
-                return sample.value
-    raise AssertionError(f"no denis_signal_total{{signal={name!r}}}")
 
 
 def effects(data_dir: Path) -> list[dict[str, Any]]:
@@ -224,8 +215,8 @@ def test_status_says_fail_open_with_no_worker(client, admin_token) -> None:
     assert isinstance(zone["disk_percent"], float)
     assert status["breakers"]["broker"] == "closed"
     assert status["queues"] == dict.fromkeys(WORK_QUEUES, 0)
-    assert signal_count(client, admin_token, "celery.worker_down") == 1
-    assert signal_count(client, admin_token, "celery.broker_down") == 0
+    assert signal_count(client, bearer(admin_token), "celery.worker_down") == 1
+    assert signal_count(client, bearer(admin_token), "celery.broker_down") == 0
 
 
 # -- the disk threshold ---------------------------------------------------------------------------
@@ -254,7 +245,8 @@ def test_over_the_disk_threshold_background_work_is_refused_and_the_rest_works(
     zone = client.get("/status", headers=bearer(admin_token)).json()["zones"]["async"]
     assert zone["background_paused"] is True
     assert zone["disk_percent"] > 0
-    assert signal_count(client, admin_token, "queue.disk_percent") == 1  # once, not per refusal
+    # once, not per refusal
+    assert signal_count(client, bearer(admin_token), "queue.disk_percent") == 1
 
 
 def test_under_the_disk_threshold_background_work_runs(make_client, admin_token) -> None:
@@ -264,7 +256,7 @@ def test_under_the_disk_threshold_background_work_runs(make_client, admin_token)
 
     assert response.status_code == 200, response.text
     assert response.json()["state"] == "done"
-    assert signal_count(client, admin_token, "queue.disk_percent") == 0
+    assert signal_count(client, bearer(admin_token), "queue.disk_percent") == 0
 
 
 # -- the dead letter endpoints --------------------------------------------------------------------

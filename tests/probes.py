@@ -1,0 +1,48 @@
+"""What a test reads back from Denis: signal counters from ``/metrics``, and ``/status``.
+
+``signal_counts`` / ``signal_in`` parse a ``/metrics`` exposition however it was fetched (an
+in-process ``TestClient``, a sync or async ``httpx`` client against a real process);
+``signal_count`` and ``status`` fetch it from an in-process app. A missing counter is an
+``AssertionError`` naming it, never a silent zero.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
+
+SIGNAL_TOTAL = "denis_signal_total"
+
+
+def signal_counts(metrics_text: str) -> dict[str, float]:
+    """Every ``denis_signal_total`` sample in a ``/metrics`` exposition, by signal name."""
+    return {
+        sample.labels["signal"]: sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == SIGNAL_TOTAL
+    }
+
+
+def signal_in(metrics_text: str, name: str) -> float:
+    """The count of signal ``name``; fails when the exposition has no such counter."""
+    counts = signal_counts(metrics_text)
+    assert name in counts, f"no {SIGNAL_TOTAL}{{signal={name!r}}} in /metrics"
+    return counts[name]
+
+
+def signal_count(client: TestClient, auth: dict[str, str], name: str) -> float:
+    response = client.get("/metrics", headers=auth)
+    assert response.status_code == 200, response.text
+    return signal_in(response.text, name)
+
+
+def status(client: TestClient, auth: dict[str, str]) -> dict[str, Any]:
+    response = client.get("/status", headers=auth)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
