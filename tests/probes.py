@@ -1,4 +1,5 @@
-"""What a test reads back from Denis: signal counters from ``/metrics``, and ``/status``.
+"""What a test reads back from Denis: signal counters from ``/metrics``, ``/status``, and
+crashes in a real process's log.
 
 ``signal_counts`` / ``signal_in`` parse a ``/metrics`` exposition however it was fetched (an
 in-process ``TestClient``, a sync or async ``httpx`` client against a real process);
@@ -14,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from starlette.testclient import TestClient
+
+    from servers import DenisProcess
 
 SIGNAL_TOTAL = "denis_signal_total"
 
@@ -46,3 +49,18 @@ def status(client: TestClient, auth: dict[str, str]) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def log_size(proc: DenisProcess) -> int:
+    """Characters logged so far: the ``offset`` for ``log_problems``."""
+    return len(proc.log_path.read_text(encoding="utf-8", errors="replace"))
+
+
+def log_problems(proc: DenisProcess, offset: int = 0) -> list[str]:
+    """Log lines past ``offset`` that show a request crashed inside the server."""
+    text = proc.log_path.read_text(encoding="utf-8", errors="replace")[offset:]
+    return [
+        line
+        for line in text.splitlines()
+        if "Traceback" in line or "unexpected_error" in line or "Exception in ASGI" in line
+    ]

@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 
 from denis.app import create_app
 from denis.settings import Settings
+from probes import log_problems, log_size
 from servers import DenisProcess, create_token
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.integration]
@@ -104,19 +105,10 @@ def assert_clean(response: requests.Response) -> None:
         assert body["error"]["detail"]
 
 
-def server_log_problems(proc: DenisProcess, offset: int) -> list[str]:
-    text = proc.log_path.read_text(encoding="utf-8", errors="replace")[offset:]
-    return [
-        line
-        for line in text.splitlines()
-        if "Traceback" in line or "unexpected_error" in line or "Exception in ASGI" in line
-    ]
-
-
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)
 def test_fuzz_operation(target: Target, api_schema: Any, method: str, path: str) -> None:
     operation = api_schema[path][method]
-    offset = len(target.proc.log_path.read_text(encoding="utf-8", errors="replace"))
+    offset = log_size(target.proc)
     strategy = st.one_of(
         operation.as_strategy(GenerationMode.POSITIVE),
         operation.as_strategy(GenerationMode.NEGATIVE),
@@ -158,7 +150,7 @@ def test_fuzz_operation(target: Target, api_schema: Any, method: str, path: str)
     finally:
         session.close()
     assert seen  # the run made requests
-    assert server_log_problems(target.proc, offset) == []
+    assert log_problems(target.proc, offset) == []
 
 
 def test_the_schema_declares_every_route_but_the_web_app(api_schema: Any) -> None:

@@ -26,11 +26,21 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from probes import log_problems, log_size
 from servers import DenisProcess, create_token
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.integration]
 
 EXAMPLES = 150
+# The same cases every run (a failure is reproducible), and no time or health limits: each
+# example is a real round trip to a real server.
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
 NO_HANG_S = 10.0  # generous: proves "did not hang"
 FRAME_LIMIT = 16 * 1024  # DENIS_WS_MAX_FRAME_BYTES for this server
 POLICY_VIOLATION = 1008
@@ -161,19 +171,6 @@ def oversized(frame: str | bytes) -> bool:
     )
 
 
-def log_problems(proc: DenisProcess, offset: int) -> list[str]:
-    text = proc.log_path.read_text(encoding="utf-8", errors="replace")[offset:]
-    return [
-        line
-        for line in text.splitlines()
-        if "Traceback" in line or "unexpected_error" in line or "Exception in ASGI" in line
-    ]
-
-
-def log_size(proc: DenisProcess) -> int:
-    return len(proc.log_path.read_text(encoding="utf-8", errors="replace"))
-
-
 def sendable(frame: str | bytes) -> bool:
     """A text frame must be valid UTF-8 on the wire (the client refuses lone surrogates)."""
     if isinstance(frame, bytes):
@@ -188,13 +185,7 @@ def sendable(frame: str | bytes) -> bool:
 def test_frames_before_auth_are_refused_1008(target: Target) -> None:
     offset = log_size(target.proc)
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
+    @FUZZ
     @given(frame=frames)
     def run(frame: str | bytes) -> None:
         if not sendable(frame):
@@ -227,13 +218,7 @@ def test_chat_before_auth_is_refused_1008(target: Target) -> None:
 def test_every_frame_after_auth_gets_its_answer(target: Target) -> None:
     offset = log_size(target.proc)
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
+    @FUZZ
     @given(batch=st.lists(frames, min_size=1, max_size=4))
     def run(batch: list[str | bytes]) -> None:
         with connect(target.url, open_timeout=NO_HANG_S, max_size=None) as ws:
