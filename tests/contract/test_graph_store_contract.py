@@ -28,7 +28,7 @@ from denis.graph import (
     Route,
     default_home,
 )
-from denis.graph.embedded_store import EmbeddedGraphStore
+from denis.graph.embedded_store import IN_MEMORY, EmbeddedGraphStore
 from denis.graph.neo4j_store import Neo4jGraphStore
 from denis.graph.store import CypherStore
 from denis.resilience import Signal
@@ -291,6 +291,40 @@ async def test_write_traces_is_idempotent_by_trace_id(graph_store: CypherStore) 
     assert (await read_trace(graph_store, "contract-trace-4"))[3] == "¿qué hora es? 🕒"
 
 
+TRICKY_TEXTS = (
+    "",
+    "~",
+    "!",
+    "a,b,,c",
+    'she said "hi"\nthen left\\',
+    "  spaces  ",
+    "tab\there; 'quotes' {braces} [brackets]",
+    "¿qué hora es? 🕒 日本",
+)
+
+
+async def test_trace_values_round_trip_exactly(graph_store: CypherStore) -> None:
+    """Whatever a user typed reads back as typed, empty fields and NULL tools included."""
+    traces = [
+        trace(n, text=text, user=f"user-{n}", tool=None if n % 2 else "", modes=("graph", "sync"))
+        for n, text in enumerate(TRICKY_TEXTS)
+    ]
+    traces.append(trace(99, intent="", outcome="", duration_ms=0.0, at=""))
+    await graph_store.write_traces(traces, SLOW_S)
+    for sent in traces:
+        assert await read_trace(graph_store, sent.trace_id) == [
+            sent.trace_id,
+            sent.at,
+            sent.user,
+            sent.text,
+            sent.intent,
+            sent.tool,
+            sent.outcome,
+            sent.duration_ms,
+            list(sent.modes),
+        ]
+
+
 async def test_loading_a_home_keeps_the_traces(graph_store: CypherStore) -> None:
     await graph_store.write_traces([trace(n) for n in range(5)], SLOW_S)
     await graph_store.load(default_home(), SLOW_S)
@@ -369,3 +403,32 @@ async def test_the_embedded_store_on_disk_keeps_its_graph_across_a_reopen(
         assert await reopened.count_traces(SLOW_S) == 2
     finally:
         await reopened.close()
+
+
+async def test_the_embedded_store_keeps_a_trace_whose_text_holds_its_separators() -> None:
+    """The embedded store passes a batch as one string split on ASCII's record and unit
+    separators; a value holding one is stored with U+FFFD in its place, and its neighbours in
+    the batch are not shifted."""
+    store = await EmbeddedGraphStore(Path(IN_MEMORY)).open()
+    try:
+        hostile = trace(1, text="a\x1eb\x1fc", user="x\x1f", tool="t\x1e")
+        await store.write_traces([hostile, trace(2)], SLOW_S)
+        assert (await read_trace(store, "contract-trace-1"))[2:6] == [
+            "x\ufffd",
+            "a\ufffdb\ufffdc",
+            "HassTurnOn",
+            "t\ufffd",
+        ]
+        assert await read_trace(store, "contract-trace-2") == [
+            "contract-trace-2",
+            "2025-03-01T12:00:00+00:00",
+            "alice",
+            "enciende la luz de la cocina",
+            "HassTurnOn",
+            "device.turn_on",
+            "ok",
+            3.5,
+            [],
+        ]
+    finally:
+        await store.close()

@@ -7,6 +7,13 @@ stop such a query (``set_query_timeout`` and ``interrupt``), but a query spent i
 operator (e.g. ``UNWIND range(1, 10^9)``) runs to its end and holds the thread meanwhile, so
 later calls time out too until it finishes. The database is owned by one process (the API);
 another process opening it gets a lock error (and starts in legacy mode).
+
+DecisionTraces go in as one string a batch (``encode_traces``), split into rows and fields by
+the engine. LadybugDB's binding converts every parameter value to the engine's types while it
+holds the GIL: a batch passed as rows of nine values cost about 23 µs of GIL a trace (and 42 µs
+of CPU), time the event loop serving requests could not run. As one string the engine does the
+splitting with the GIL released: about 0.5 µs of GIL a trace to encode and 11-14 µs of CPU on
+the writer thread (``benchmarks/RESULTS.md``, section 1).
 """
 
 from __future__ import annotations
@@ -20,17 +27,10 @@ from typing import Any
 import ladybug
 
 from denis.graph.model import DecisionTrace
-from denis.graph.store import (
-    CREATE_TRACES,
-    MERGE_TRACES,
-    CypherStore,
-    GraphError,
-    Statement,
-    trace_rows,
-)
+from denis.graph.store import CypherStore, GraphError, Statement
 from denis.resilience import Signal
 
-__all__ = ["EmbeddedGraphStore"]
+__all__ = ["EmbeddedGraphStore", "encode_traces"]
 
 IN_MEMORY = ":memory:"
 _SCHEMA = (
@@ -45,6 +45,65 @@ _SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS DecisionTrace(trace_id STRING PRIMARY KEY, at STRING, user STRING,"
     " text STRING, intent STRING, tool STRING, outcome STRING, duration_ms DOUBLE, modes STRING[])",
 )
+
+# ASCII's record and unit separators between rows and fields. Every field starts with ``~``
+# (a value) or is ``!`` (NULL): ``string_split`` drops empty fields between two separators.
+_ROW_SEP, _FIELD_SEP = "\x1e", "\x1f"
+_SEPARATORS = str.maketrans({_ROW_SEP: "\ufffd", _FIELD_SEP: "\ufffd"})
+
+
+def _field(i: int) -> str:
+    return f"substring(r[{i}], 2, size(r[{i}]) - 1)"
+
+
+_SPLIT_TRACES = "UNWIND string_split($batch, $rows) AS line WITH string_split(line, $fields) AS r "
+_TRACE_VALUES = {
+    "at": _field(2),
+    "user": _field(3),
+    "text": _field(4),
+    "intent": _field(5),
+    "tool": f"CASE WHEN r[6] = '!' THEN NULL ELSE {_field(6)} END",
+    "outcome": _field(7),
+    "duration_ms": f"CAST({_field(8)} AS DOUBLE)",
+    "modes": f"CASE WHEN r[9] = '~' THEN CAST([] AS STRING[]) ELSE string_split({_field(9)}, ',') END",
+}
+_CREATE_TRACES = (
+    _SPLIT_TRACES
+    + f"CREATE (x:DecisionTrace {{trace_id: {_field(1)}, "
+    + ", ".join(f"{name}: {value}" for name, value in _TRACE_VALUES.items())
+    + "})"
+)
+# A trace written twice (a spilled batch whose first write did commit) stays one trace.
+_MERGE_TRACES = (
+    _SPLIT_TRACES
+    + f"MERGE (x:DecisionTrace {{trace_id: {_field(1)}}}) SET "
+    + ", ".join(f"x.{name} = {value}" for name, value in _TRACE_VALUES.items())
+)
+
+
+def _text(value: str) -> str:
+    return "~" + value.translate(_SEPARATORS)
+
+
+def encode_traces(traces: list[DecisionTrace]) -> str:
+    """The batch as one string: rows of nine fields (``_CREATE_TRACES`` reads them back).
+    A separator inside a value becomes U+FFFD; modes are zone names (no commas)."""
+    return _ROW_SEP.join(
+        _FIELD_SEP.join(
+            (
+                _text(t.trace_id),
+                _text(t.at),
+                _text(t.user),
+                _text(t.text),
+                _text(t.intent),
+                "!" if t.tool is None else _text(t.tool),
+                _text(t.outcome),
+                f"~{float(t.duration_ms)!r}",
+                _text(",".join(t.modes)),
+            )
+        )
+        for t in traces
+    )
 
 
 class EmbeddedGraphStore(CypherStore):
@@ -104,14 +163,16 @@ class EmbeddedGraphStore(CypherStore):
         """``CREATE``, and ``MERGE`` only for a batch holding a trace already stored: in
         LadybugDB a ``MERGE`` on the primary key costs more the more traces there are (62 µs a
         trace at 4,000, 153 µs at 24,000), a ``CREATE`` stays near 35 µs."""
-        rows = trace_rows(traces)
+        if not traces:
+            return
+        params = {"batch": encode_traces(traces), "rows": _ROW_SEP, "fields": _FIELD_SEP}
 
         def write() -> None:
             assert self._conn is not None  # noqa: S101
-            for query in (CREATE_TRACES, MERGE_TRACES):
+            for query in (_CREATE_TRACES, _MERGE_TRACES):
                 self._conn.execute("BEGIN TRANSACTION")
                 try:
-                    self._conn.execute(query, {"rows": rows})
+                    self._conn.execute(query, params)
                 except BaseException as exc:
                     # A failed statement may have ended the transaction already.
                     with contextlib.suppress(RuntimeError):
@@ -119,7 +180,7 @@ class EmbeddedGraphStore(CypherStore):
                     duplicate = isinstance(exc, RuntimeError) and "duplicated primary key" in str(
                         exc
                     )
-                    if query is MERGE_TRACES or not duplicate:
+                    if query is _MERGE_TRACES or not duplicate:
                         raise
                     continue  # a trace in this batch is stored already: MERGE it
                 self._conn.execute("COMMIT")

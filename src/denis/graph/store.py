@@ -172,11 +172,6 @@ MERGE_TRACES = (
     " x.tool = r.tool, x.outcome = r.outcome, x.duration_ms = r.duration_ms,"
     " x.modes = r.modes"
 )
-CREATE_TRACES = (
-    "UNWIND $rows AS r CREATE (x:DecisionTrace {trace_id: r.trace_id, at: r.at, user: r.user,"
-    " text: r.text, intent: r.intent, tool: r.tool, outcome: r.outcome,"
-    " duration_ms: r.duration_ms, modes: r.modes})"
-)
 
 
 def trace_rows(traces: list[DecisionTrace]) -> list[dict[str, Any]]:
