@@ -77,10 +77,17 @@ REDIS = "Denis, Redis"
 MEM_NO_WRITES = "(reference) Denis, in memory, traces not written"
 
 
+def _graph_path(data_dir: Path, name: str) -> str:
+    """Each Denis its own embedded graph on disk (what ``make run`` uses): one process, or one
+    app, holds a LadybugDB directory's lock, and a second would run in legacy mode."""
+    return str(data_dir.parent / "graph" / name / "db")
+
+
 def _settings(data_dir: Path, redis_url: str | None) -> Settings:
     return Settings(
         data_dir=data_dir,
         redis_url=redis_url,
+        graph_embedded_path=_graph_path(data_dir, f"in-process-{redis_url is not None}"),
         rate_limit_user=HIGH_LIMITS["DENIS_RATE_LIMIT_USER"],
         rate_limit_client=HIGH_LIMITS["DENIS_RATE_LIMIT_CLIENT"],
         budget_tokens_per_day=int(HIGH_LIMITS["DENIS_BUDGET_TOKENS_PER_DAY"]),
@@ -233,11 +240,14 @@ def run() -> str:
         token = create_token(data_dir, "bench")
         redis = RedisServer(work / "redis")
         bare = BareProcess(work / "bare.log")
-        env_mem = dict(HIGH_LIMITS)
-        env_redis = {**HIGH_LIMITS, "DENIS_REDIS_URL": redis.url}
-        denis_mem = FoundationProcess(data_dir, env_mem)
-        denis_redis = FoundationProcess(data_dir, env_redis)
-        denis_no_writes = FoundationProcess(data_dir, {**env_mem, "DENIS_BENCH_DROP_TRACES": "1"})
+
+        def denis(name: str, env: dict[str, str]) -> FoundationProcess:
+            graph = {"DENIS_GRAPH_EMBEDDED_PATH": _graph_path(data_dir, name)}
+            return FoundationProcess(data_dir, {**HIGH_LIMITS, **graph, **env})
+
+        denis_mem = denis("memory", {})
+        denis_redis = denis("redis", {"DENIS_REDIS_URL": redis.url})
+        denis_no_writes = denis("no-writes", {"DENIS_BENCH_SKIP": "traces"})
         with started(redis, bare, denis_mem, denis_redis, denis_no_writes):
             redis.start()
             print("pipeline: in-process (ASGITransport) ...", flush=True)

@@ -5,9 +5,20 @@ answers with intent recognition, graph routes and tool jobs: section 6's subject
 section 1's. This runs exactly what ``denis serve`` runs (settings from the environment,
 ``configure_logging``, ``denis.api.serve``), with the foundation's responder.
 
-With ``DENIS_BENCH_DROP_TRACES=1`` (for attribution only, never a result on its own) each
-turn's DecisionTrace is still built and handed to the graph zone's recorder, which then drops
-it instead of buffering it for the writer: the difference is what writing traces costs.
+For attribution only (``bench_attribution.py``; never a result on its own, and never how
+Denis runs): ``DENIS_BENCH_SKIP`` names steps of the turn, comma-separated, that this process
+replaces with a no-op, so that the difference to the whole pipeline is what a step costs:
+
+- ``traces``: each turn's DecisionTrace is still built and handed to the graph zone's
+  recorder, which drops it instead of buffering it for the writer;
+- ``record``: no DecisionTrace is built, no turn counter or latency histogram updated;
+- ``injection``: the injection gate (rules and classifier) passes every text unread;
+- ``limits``: both rate-limit checks answer "allowed" without counting;
+- ``budget``: no reservation and no settle;
+- ``deadline``: the turn runs without its ``asyncio.timeout``;
+- ``headers``: responses go without the security headers (``SECURITY_HEADERS``).
+
+``DENIS_BENCH_DROP_TRACES=1`` is the older spelling of ``DENIS_BENCH_SKIP=traces``.
 
 Run: ``python benchmarks/foundation_server.py`` (``harness.FoundationProcess`` does).
 """
@@ -15,18 +26,97 @@ Run: ``python benchmarks/foundation_server.py`` (``harness.FoundationProcess`` d
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from denis.api import serve
 from denis.app import create_app
-from denis.graph.traces import TraceRecorder
 from denis.resilience.logs import configure_logging
 from denis.settings import Settings
 from denis.sync_plane import BasicResponder
 
+__all__ = ["SKIPPABLE", "main"]
+
+
+def _skip_traces() -> None:
+    from denis.graph.traces import TraceRecorder  # noqa: PLC0415
+
+    TraceRecorder.record = lambda _self, _trace: None  # type: ignore[method-assign]
+
+
+def _skip_record() -> None:
+    from denis.app import TracedPipeline  # noqa: PLC0415
+
+    TracedPipeline._record = lambda *_args: None  # type: ignore[method-assign]  # noqa: SLF001
+
+
+def _skip_injection() -> None:
+    from denis.sync_plane.injection import GateVerdict, InjectionGate  # noqa: PLC0415
+
+    passed = GateVerdict(blocked=False, score=0.0, layer="skipped")
+    InjectionGate.check = lambda _self, _text: passed  # type: ignore[method-assign]
+
+
+def _skip_limits() -> None:
+    from denis.sync_plane.limiter import FailoverRateLimiter, RateVerdict  # noqa: PLC0415
+
+    allowed = RateVerdict(allowed=True, backend="memory")
+
+    async def hit(_self: object, _rule: object, _key: str, _deadline: object) -> RateVerdict:
+        return allowed
+
+    FailoverRateLimiter.hit = hit  # type: ignore[method-assign,assignment]
+
+
+def _skip_budget() -> None:
+    from denis.sync_plane.budget import BudgetGate, Reservation  # noqa: PLC0415
+
+    free = Reservation("skipped", 0, "memory")
+
+    async def reserve_counted(_self: object, _user: str, _tokens: int, _d: object) -> Reservation:
+        return free
+
+    async def settle(_self: object, _reservation: object, _used: int, _d: object) -> None:
+        return None
+
+    BudgetGate.reserve_counted = reserve_counted  # type: ignore[method-assign,assignment]
+    BudgetGate.settle = settle  # type: ignore[method-assign,assignment]
+
+
+def _skip_deadline() -> None:
+    from denis.sync_plane.pipeline import ChatPipeline, TurnReply  # noqa: PLC0415
+
+    async def run(self: ChatPipeline, request: object, deadline: object) -> TurnReply:
+        return await self._handle(request, deadline)  # type: ignore[arg-type]
+
+    ChatPipeline.run = run  # type: ignore[method-assign,assignment]
+
+
+def _skip_headers() -> None:
+    import denis.api.trace  # noqa: PLC0415
+
+    denis.api.trace.SECURITY_HEADERS = ()  # type: ignore[assignment]
+
+
+SKIPPABLE: dict[str, Callable[[], None]] = {
+    "traces": _skip_traces,
+    "record": _skip_record,
+    "injection": _skip_injection,
+    "limits": _skip_limits,
+    "budget": _skip_budget,
+    "deadline": _skip_deadline,
+    "headers": _skip_headers,
+}
+
 
 def main() -> None:
+    skip = {s for s in os.environ.get("DENIS_BENCH_SKIP", "").split(",") if s}
     if os.environ.get("DENIS_BENCH_DROP_TRACES") == "1":
-        TraceRecorder.record = lambda _self, _trace: None  # type: ignore[method-assign]
+        skip.add("traces")
+    unknown = skip - SKIPPABLE.keys()
+    if unknown:
+        raise SystemExit(f"DENIS_BENCH_SKIP: unknown steps {sorted(unknown)}")
+    for step in sorted(skip):
+        SKIPPABLE[step]()
     settings = Settings()
     configure_logging(os.environ.get("DENIS_LOG_LEVEL", "INFO"))
     serve(create_app(settings, responder=BasicResponder()), settings.api)

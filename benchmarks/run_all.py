@@ -4,8 +4,8 @@ The report also goes to ``benchmarks/.out/latest.md`` (not tracked); ``benchmark
 holds a reviewed copy with the reading of each verdict. Each benchmark measures ratios against
 a baseline taken in the same run, so results from a noisy machine still compare.
 
-Run: ``make bench``, or
-``.venv/bin/python benchmarks/run_all.py [pipeline|redis_hung|memory|dispatch|graph|assistant]``.
+Run: ``make bench``, or ``.venv/bin/python benchmarks/run_all.py NAME ...`` with names from
+``BENCHMARKS`` (pipeline, redis_hung, memory, dispatch, graph, assistant, attribution).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import bench_assistant
+import bench_attribution
 import bench_dispatch
 import bench_graph
 import bench_limiter_memory
@@ -32,6 +33,7 @@ BENCHMARKS = {
         bench_graph.run,
     ),
     "assistant": ("6. Assistant end to end (issue 5)", bench_assistant.run),
+    "attribution": ("1b. Where a turn's CPU goes, step by step", bench_attribution.run),
 }
 
 
