@@ -8,12 +8,12 @@ operator (e.g. ``UNWIND range(1, 10^9)``) runs to its end and holds the thread m
 later calls time out too until it finishes. The database is owned by one process (the API);
 another process opening it gets a lock error (and starts in legacy mode).
 
-DecisionTraces go in as one string a batch (``encode_traces``), split into rows and fields by
+DecisionTraces go in as one string a batch (``_encode_traces``), split into rows and fields by
 the engine. LadybugDB's binding converts every parameter value to the engine's types while it
 holds the GIL: a batch passed as rows of nine values cost about 23 µs of GIL a trace (and 42 µs
 of CPU), time the event loop serving requests could not run. As one string the engine does the
-splitting with the GIL released: about 0.5 µs of GIL a trace to encode and 11-14 µs of CPU on
-the writer thread (``benchmarks/RESULTS.md``, section 1).
+splitting with the GIL released: about 4 µs of GIL a trace (0.5 of it encoding) and 11 to 22 µs
+of CPU on the writer's threads (``benchmarks/RESULTS.md``, section 1, fourth round).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from denis.graph.model import DecisionTrace
 from denis.graph.store import CypherStore, GraphError, Statement
 from denis.resilience import Signal
 
-__all__ = ["EmbeddedGraphStore", "encode_traces"]
+__all__ = ["EmbeddedGraphStore"]
 
 IN_MEMORY = ":memory:"
 _SCHEMA = (
@@ -85,7 +85,7 @@ def _text(value: str) -> str:
     return "~" + value.translate(_SEPARATORS)
 
 
-def encode_traces(traces: list[DecisionTrace]) -> str:
+def _encode_traces(traces: list[DecisionTrace]) -> str:
     """The batch as one string: rows of nine fields (``_CREATE_TRACES`` reads them back).
     A separator inside a value becomes U+FFFD; modes are zone names (no commas)."""
     return _ROW_SEP.join(
@@ -162,10 +162,11 @@ class EmbeddedGraphStore(CypherStore):
     async def write_traces(self, traces: list[DecisionTrace], timeout_s: float) -> None:
         """``CREATE``, and ``MERGE`` only for a batch holding a trace already stored: in
         LadybugDB a ``MERGE`` on the primary key costs more the more traces there are (62 µs a
-        trace at 4,000, 153 µs at 24,000), a ``CREATE`` stays near 35 µs."""
+        trace at 4,000, 153 µs at 24,000, measured with rows as parameters), a ``CREATE`` does
+        not grow (17 to 22 µs a trace from 0 to 200,000 stored, batches of 200)."""
         if not traces:
             return
-        params = {"batch": encode_traces(traces), "rows": _ROW_SEP, "fields": _FIELD_SEP}
+        params = {"batch": _encode_traces(traces), "rows": _ROW_SEP, "fields": _FIELD_SEP}
 
         def write() -> None:
             assert self._conn is not None  # noqa: S101
