@@ -78,8 +78,9 @@ MEM_NO_WRITES = "(reference) Denis, in memory, traces not written"
 
 
 def _graph_path(data_dir: Path, name: str) -> str:
-    """Each Denis its own embedded graph on disk (what ``make run`` uses): one process, or one
-    app, holds a LadybugDB directory's lock, and a second would run in legacy mode."""
+    """Each Denis its own embedded graph on disk (what ``make run`` uses): a second process
+    cannot open a directory another one holds (it would run in legacy mode), and two apps in
+    one process would share one database through two handles."""
     return str(data_dir.parent / "graph" / name / "db")
 
 
