@@ -8,10 +8,13 @@ claimant may win. Leases are made expired by giving a negative lease, never by s
 from __future__ import annotations
 
 import multiprocessing
+import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -369,6 +372,80 @@ def test_separate_processes_claiming_one_key_make_exactly_one_claimant(
     assert record.attempts == 1
     # The winner has exited since: its claim is now held by a dead owner and is free again.
     assert ledger.claim(key, owner_id(), LEASE_S).state is ClaimState.CLAIMED
+
+
+def _hold_new_file(path: Path) -> sqlite3.Connection:
+    """A connection that creates ``path`` and keeps it locked exclusively, as a process
+    creating the ledger's tables at the same moment does."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE IF NOT EXISTS holder (x)")
+    return holder
+
+
+def test_a_ledger_opened_while_another_process_holds_the_new_file_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """Held for longer than the busy timeout: the open is retried, not failed (a worker died
+    at start with "database is locked" when it and another process found the file new)."""
+    path = tmp_path / "jobs.sqlite3"
+    holder = _hold_new_file(path)
+    release = threading.Timer(0.6, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        ledger = JobLedger(path, busy_timeout_s=0.1, open_timeout_s=10.0)
+    finally:
+        release.join()
+        holder.close()
+    assert not release.is_alive()
+    assert ledger.journal("k", "t.ok", "tools_ro", {}, 0)
+    assert ledger.get("k") is not None
+    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_a_ledger_whose_file_stays_locked_fails_after_its_open_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    holder = _hold_new_file(path)
+    try:
+        began = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            JobLedger(path, busy_timeout_s=0.05, open_timeout_s=0.3)
+        assert time.monotonic() - began < 5.0
+    finally:
+        holder.close()
+
+
+def _open_at(path: str, start: Any, results: Any) -> None:
+    """Runs in a spawned process: opens a ledger on a new file together with the others."""
+    start.wait(timeout=60)
+    try:
+        JobLedger(Path(path)).journal(f"k-{os.getpid()}", "t.ok", "tools_ro", {}, 0)
+    except sqlite3.Error as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+    else:
+        results.put("ok")
+
+
+def test_processes_opening_a_new_ledger_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Before the open was retried, eight processes at once failed one round in about six."""
+    spawn = multiprocessing.get_context("spawn")
+    opened: list[str] = []
+    for round_no in range(3):
+        path = tmp_path / f"round-{round_no}" / "jobs.sqlite3"
+        path.parent.mkdir()
+        start, results = spawn.Barrier(8), spawn.Queue()
+        procs = [spawn.Process(target=_open_at, args=(str(path), start, results)) for _ in range(8)]
+        for proc in procs:
+            proc.start()
+        try:
+            opened += [results.get(timeout=60) for _ in procs]
+        finally:
+            for proc in procs:
+                proc.join(timeout=60)
+        results.close()
+        results.join_thread()
+    assert opened == ["ok"] * 24
 
 
 # -- the runner --------------------------------------------------------------------------------
