@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from denis.resilience import prepare_sqlite
+
 __all__ = ["Timer", "TimerStore"]
 
 _SCHEMA = """
@@ -37,16 +39,18 @@ class Timer:
 
 
 class TimerStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 2.0) -> None:
         self._path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._prepared = False
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self._path, timeout=2.0, isolation_level=None)
+        if not self._prepared:  # WAL and the table, once per store
+            prepare_sqlite(self._path, _SCHEMA, busy_timeout_s=self._busy_timeout_s)
+            self._prepared = True
+        conn = sqlite3.connect(self._path, timeout=self._busy_timeout_s, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
             yield conn
         finally:
             conn.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
 import sqlite3
 import threading
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from denis.resilience import prepare_sqlite
 
 __all__ = ["Claim", "ClaimState", "DeadLetter", "JobLedger", "JobRecord", "owner_id"]
 
@@ -46,14 +47,6 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, signal TEXT NOT NULL, fields TEXT NOT NULL, at REAL NOT NULL
 );
 """
-
-
-_OPEN_TIMEOUT_S = 10.0
-
-
-def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc)
-    return "locked" in text or "busy" in text
 
 
 def owner_id() -> str:
@@ -121,39 +114,14 @@ class DeadLetter:
 
 class JobLedger:
     def __init__(
-        self, path: Path, *, busy_timeout_s: float = 2.0, open_timeout_s: float = _OPEN_TIMEOUT_S
+        self, path: Path, *, busy_timeout_s: float = 2.0, open_timeout_s: float = 10.0
     ) -> None:
         self.path = path
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._initialise(open_timeout_s)
+        prepare_sqlite(path, _SCHEMA, busy_timeout_s=busy_timeout_s, timeout_s=open_timeout_s)
 
     # -- connection ----------------------------------------------------------------------
-
-    def _initialise(self, timeout_s: float) -> None:
-        """WAL mode (kept in the file) and the schema, retried while another process holds
-        the file.
-
-        The API and its workers start together and may all find the file new. Turning a new
-        file to WAL needs it exclusively, and SQLite answers a lock it cannot wait for without
-        risking a deadlock with "database is locked" at once, whatever the busy timeout: a
-        worker died at start that way (one run in about six, eight processes at once). Such
-        an error drops the connection and tries again, up to ``timeout_s``.
-        """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                db = self._conn()
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SCHEMA)  # commits by itself
-            except sqlite3.OperationalError as exc:
-                if not _is_lock_error(exc) or time.monotonic() >= deadline:
-                    raise
-                self._drop_conn()
-                time.sleep(random.uniform(0.01, 0.05))  # noqa: S311 - jitter, not a secret
-            else:
-                return
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -162,12 +130,6 @@ class JobLedger:
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
-
-    def _drop_conn(self) -> None:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            conn.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -2,7 +2,8 @@
 
 Owns: the circuit breaker, the request deadline, the ``X-Denis-Hop`` guard, the clock, the
 signal names and the metrics registry, structured logging and the health board behind
-``/status``. Depends on nothing else in Denis (only ``denis.errors``).
+``/status``, and opening the SQLite files processes share (``prepare_sqlite``). Depends on
+nothing else in Denis (only ``denis.errors``).
 Emits: breaker transitions (``breaker.opened`` / ``breaker.half_opened`` / ``breaker.closed``)
 and whatever signal its callers name; it never decides a zone's mode itself.
 """
@@ -13,6 +14,7 @@ from denis.resilience.deadline import Deadline
 from denis.resilience.health import HealthBoard, ZoneStatus
 from denis.resilience.hops import HOP_HEADER, MAX_HOPS, check_hops, next_hop, parse_hop_header
 from denis.resilience.signals import Signal, Signals
+from denis.resilience.sqlite import prepare_sqlite
 
 __all__ = [
     "HOP_HEADER",
@@ -32,4 +34,5 @@ __all__ = [
     "check_hops",
     "next_hop",
     "parse_hop_header",
+    "prepare_sqlite",
 ]

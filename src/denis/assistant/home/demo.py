@@ -26,6 +26,7 @@ import structlog
 from denis.assistant.home.actions import check_action, domain_of
 from denis.assistant.home.backend import DeviceState, HomeUnavailableError, UnknownDeviceError
 from denis.graph.model import Device
+from denis.resilience import prepare_sqlite
 
 __all__ = ["DemoHome"]
 
@@ -98,8 +99,12 @@ class DemoHome:
         self._failing = False
         data_dir.mkdir(parents=True, exist_ok=True)
         seeds = [seed_state(device) for device in devices]
+        try:
+            prepare_sqlite(self.path, _SCHEMA, busy_timeout_s=busy_timeout_s)
+        except sqlite3.Error as exc:
+            _log.warning("home.demo_unavailable", error=str(exc), path=str(self.path))
+            raise HomeUnavailableError(f"the demo home's state file failed: {exc}") from exc
         with self._tx() as db:
-            db.execute(_SCHEMA)
             db.executemany(
                 "INSERT OR IGNORE INTO devices (entity_id, state, attributes) VALUES (?, ?, ?)",
                 [(s.entity_id, s.state, json.dumps(s.attributes)) for s in seeds],
@@ -164,8 +169,7 @@ class DemoHome:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL: set in the file by prepare_sqlite
         except BaseException:
             db.close()
             raise
