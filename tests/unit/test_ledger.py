@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -372,48 +371,6 @@ def test_separate_processes_claiming_one_key_make_exactly_one_claimant(
     assert record.attempts == 1
     # The winner has exited since: its claim is now held by a dead owner and is free again.
     assert ledger.claim(key, owner_id(), LEASE_S).state is ClaimState.CLAIMED
-
-
-def _hold_new_file(path: Path) -> sqlite3.Connection:
-    """A connection that creates ``path`` and keeps it locked exclusively, as a process
-    creating the ledger's tables at the same moment does."""
-    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN EXCLUSIVE")
-    holder.execute("CREATE TABLE IF NOT EXISTS holder (x)")
-    return holder
-
-
-def test_a_ledger_opened_while_another_process_holds_the_new_file_waits_for_it(
-    tmp_path: Path,
-) -> None:
-    """Held for longer than the busy timeout: the open is retried, not failed (a worker died
-    at start with "database is locked" when it and another process found the file new)."""
-    path = tmp_path / "jobs.sqlite3"
-    holder = _hold_new_file(path)
-    release = threading.Timer(0.6, lambda: holder.execute("COMMIT"))
-    release.start()
-    try:
-        ledger = JobLedger(path, busy_timeout_s=0.1, open_timeout_s=10.0)
-    finally:
-        release.join()
-        holder.close()
-    assert not release.is_alive()
-    assert ledger.journal("k", "t.ok", "tools_ro", {}, 0)
-    assert ledger.get("k") is not None
-    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
-
-
-def test_a_ledger_whose_file_stays_locked_fails_after_its_open_timeout(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.sqlite3"
-    holder = _hold_new_file(path)
-    try:
-        began = time.monotonic()
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            JobLedger(path, busy_timeout_s=0.05, open_timeout_s=0.3)
-        assert time.monotonic() - began < 5.0
-    finally:
-        holder.close()
 
 
 def _open_at(path: str, start: Any, results: Any) -> None:

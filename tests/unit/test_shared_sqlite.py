@@ -19,6 +19,7 @@ import pytest
 
 from denis.assistant.home.demo import FILE_NAME, DemoHome
 from denis.assistant.timers import TimerStore
+from denis.async_plane.ledger import JobLedger
 from denis.graph.model import Device
 from denis.resilience import prepare_sqlite
 
@@ -81,6 +82,14 @@ def test_an_error_other_than_a_lock_is_not_retried(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError, match="syntax"):
         prepare_sqlite(tmp_path / "f.sqlite3", "CREATE TABLE (", timeout_s=10.0)
     assert time.monotonic() - began < 2.0
+
+
+def test_the_job_ledger_waits_for_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    with held(path, HELD_S):
+        ledger = JobLedger(path, busy_timeout_s=0.05)
+    assert ledger.journal("k", "t.ok", "tools_ro", {}, 0)
+    assert journal_mode(path) == "wal"
 
 
 def test_the_demo_home_waits_for_its_file(tmp_path: Path) -> None:
