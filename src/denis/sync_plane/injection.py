@@ -27,7 +27,7 @@ import structlog
 from denis.errors import DependencyUnavailableError, InjectionBlockedError
 from denis.resilience import Signal, Signals
 from denis.sync_plane.injection_model import HashedLinearModel
-from denis.sync_plane.injection_rules import TOOL_RULES, load_rules
+from denis.sync_plane.injection_rules import RULES, TOOL_RULES, load_rules
 
 __all__ = [
     "GateVerdict",
@@ -53,54 +53,6 @@ class GateVerdict:
 
 class InjectionDetector(Protocol):
     def inspect(self, text: str) -> GateVerdict: ...
-
-
-_PRIOR_EN = r"(?:previous|prior|above|earlier|preceding|original|system|initial)"
-_RULES_EN = r"(?:instructions?|prompts?|rules|directives|guidelines|constraints|programming)"
-_PRIOR_ES = r"(?:anteriores|previas|previos|originales|iniciales|del sistema|de arriba)"
-_RULES_ES = r"(?:instrucciones|indicaciones|reglas|[oó]rdenes|directrices|restricciones)"
-
-RULES: dict[str, str] = {
-    "override_en": (
-        rf"\b(?:ignore|disregard|forget|override|bypass|skip)\b(?:\s+\w+){{0,3}}?\s+{_PRIOR_EN}"
-        rf"(?:\s+\w+){{0,2}}?\s+{_RULES_EN}"
-    ),
-    "override_all_en": rf"\b(?:ignore|disregard|forget)\s+(?:all|every|any)\s+(?:of\s+)?(?:your|the)\s+{_RULES_EN}",
-    "reveal_en": (
-        r"\b(?:reveal|show|print|repeat|tell me|output|leak|display)\b(?:\s+\w+){0,3}?\s+"
-        r"(?:system|hidden|secret|initial|original)\s+(?:prompt|instructions?|message)"
-    ),
-    "persona_en": (
-        r"\b(?:you are now|from now on,? you are|pretend (?:that )?you (?:are|have) no|act as if you have no)"
-        r"\b.*\b(?:restrictions?|rules|limits|filters|guidelines|unfiltered|jailbroken|DAN)\b"
-    ),
-    "mode_en": r"\b(?:developer|god|jailbreak|DAN|unrestricted)\s+mode\b",
-    "ask_prompt_en": r"\bwhat(?:'s|\s+is|\s+are|\s+were)\s+(?:your|the)\s+(?:system|hidden|secret|initial|original)\s+(?:prompt|instructions?)\b",
-    # Role-play is fine ("you are a pirate telling me the weather"); role-play without rules is not.
-    "roleplay_en": (
-        r"\b(?:pretend|imagine|role-?play|let's play|act as)\b.*"
-        r"\b(?:(?:no|without|free of|free from)\s+(?:\w+\s+){0,2}?(?:restrictions?|rules|limits|filters|guidelines|censorship)|unfiltered|uncensored|jailbroken)\b"
-    ),
-    "override_es": (
-        rf"\b(?:ignora|ignorad|ignore|olvida|olvidad|olvide|omite|salta|desobedece)\b(?:\s+\w+){{0,3}}?\s+"
-        rf"{_RULES_ES}(?:\s+\w+){{0,2}}?\s+{_PRIOR_ES}"
-    ),
-    "override_all_es": rf"\b(?:ignora|olvida|omite)\s+(?:todas?|cualquier)\s+(?:las\s+|tus\s+)?{_RULES_ES}",
-    "reveal_es": (
-        r"\b(?:revela|muestra|mu[eé]strame|imprime|repite|dime|ens[eé][ñn]ame)\b(?:\s+\w+){0,3}?\s+"
-        r"(?:prompt|instrucciones|mensaje)\s+(?:del sistema|de sistema|ocult[oa]s?|secret[oa]s?|inicial(?:es)?|original(?:es)?)"
-    ),
-    "ask_prompt_es": r"\bcu[aá]l(?:es)?\s+(?:es|son|era|eran)\s+(?:tu|tus|el|las)\s+(?:prompt|instrucciones)\s+(?:del sistema|de sistema|ocult[oa]s?|secret[oa]s?|inicial(?:es)?|original(?:es)?)",
-    "roleplay_es": (
-        r"\b(?:finge|fingid|imagina|haz de cuenta|hagamos de cuenta|juguemos a|act[uú]a como|comp[oó]rtate como)\b.*"
-        r"\b(?:sin|ningun[ao]s?)\s+(?:\w+\s+){0,2}?(?:restricciones|reglas|l[ií]mites|filtros|censura)\b"
-    ),
-    "persona_es": (
-        r"\b(?:ahora eres|a partir de ahora eres|finge que no tienes|act[uú]a como si no tuvieras)"
-        r"\b.*\b(?:restricciones|reglas|l[ií]mites|filtros|censura)\b"
-    ),
-    "mode_es": r"\bmodo\s+(?:desarrollador|dios|sin restricciones|jailbreak|DAN)\b",
-}
 
 
 class RuleInjectionDetector:
@@ -170,7 +122,7 @@ def build_detector(
     """The gate's detector from its settings: the rule set's name (or file) and the threshold
     (None: the one chosen when the model was trained). Raises at start if either is broken."""
     return LayeredInjectionDetector(
-        RuleInjectionDetector(load_rules(rules, RULES)), HashedLinearModel.load(), threshold
+        RuleInjectionDetector(load_rules(rules)), HashedLinearModel.load(), threshold
     )
 
 

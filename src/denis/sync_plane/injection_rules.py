@@ -1,6 +1,6 @@
 """The injection gate's rule sets: which regular expressions the cheap first layer runs.
 
-``DENIS_INJECTION_RULES`` picks one: ``default`` (the shapes of obvious attacks, tuned to let
+``DENIS_INJECTION_RULES`` picks one: ``default`` (``RULES``: the shapes of obvious attacks, tuned to let
 home requests with trigger words through), ``strict`` (default plus broader patterns that also
 catch a few odd but harmless sentences), ``off`` (no rules: the classifier decides alone), or a
 path to a JSON or YAML file mapping rule names to regular expressions (English and Spanish;
@@ -21,7 +21,55 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["STRICT_RULES", "TOOL_RULES", "load_rules"]
+__all__ = ["RULES", "STRICT_RULES", "TOOL_RULES", "load_rules"]
+
+_PRIOR_EN = r"(?:previous|prior|above|earlier|preceding|original|system|initial)"
+_RULES_EN = r"(?:instructions?|prompts?|rules|directives|guidelines|constraints|programming)"
+_PRIOR_ES = r"(?:anteriores|previas|previos|originales|iniciales|del sistema|de arriba)"
+_RULES_ES = r"(?:instrucciones|indicaciones|reglas|[oó]rdenes|directrices|restricciones)"
+
+RULES: dict[str, str] = {
+    "override_en": (
+        rf"\b(?:ignore|disregard|forget|override|bypass|skip)\b(?:\s+\w+){{0,3}}?\s+{_PRIOR_EN}"
+        rf"(?:\s+\w+){{0,2}}?\s+{_RULES_EN}"
+    ),
+    "override_all_en": rf"\b(?:ignore|disregard|forget)\s+(?:all|every|any)\s+(?:of\s+)?(?:your|the)\s+{_RULES_EN}",
+    "reveal_en": (
+        r"\b(?:reveal|show|print|repeat|tell me|output|leak|display)\b(?:\s+\w+){0,3}?\s+"
+        r"(?:system|hidden|secret|initial|original)\s+(?:prompt|instructions?|message)"
+    ),
+    "persona_en": (
+        r"\b(?:you are now|from now on,? you are|pretend (?:that )?you (?:are|have) no|act as if you have no)"
+        r"\b.*\b(?:restrictions?|rules|limits|filters|guidelines|unfiltered|jailbroken|DAN)\b"
+    ),
+    "mode_en": r"\b(?:developer|god|jailbreak|DAN|unrestricted)\s+mode\b",
+    "ask_prompt_en": r"\bwhat(?:'s|\s+is|\s+are|\s+were)\s+(?:your|the)\s+(?:system|hidden|secret|initial|original)\s+(?:prompt|instructions?)\b",
+    # Role-play is fine ("you are a pirate telling me the weather"); role-play without rules is not.
+    "roleplay_en": (
+        r"\b(?:pretend|imagine|role-?play|let's play|act as)\b.*"
+        r"\b(?:(?:no|without|free of|free from)\s+(?:\w+\s+){0,2}?(?:restrictions?|rules|limits|filters|guidelines|censorship)|unfiltered|uncensored|jailbroken)\b"
+    ),
+    "override_es": (
+        rf"\b(?:ignora|ignorad|ignore|olvida|olvidad|olvide|omite|salta|desobedece)\b(?:\s+\w+){{0,3}}?\s+"
+        rf"{_RULES_ES}(?:\s+\w+){{0,2}}?\s+{_PRIOR_ES}"
+    ),
+    "override_all_es": rf"\b(?:ignora|olvida|omite)\s+(?:todas?|cualquier)\s+(?:las\s+|tus\s+)?{_RULES_ES}",
+    "reveal_es": (
+        r"\b(?:revela|muestra|mu[eé]strame|imprime|repite|dime|ens[eé][ñn]ame)\b(?:\s+\w+){0,3}?\s+"
+        r"(?:prompt|instrucciones|mensaje)\s+(?:del sistema|de sistema|ocult[oa]s?|secret[oa]s?|inicial(?:es)?|original(?:es)?)"
+    ),
+    "ask_prompt_es": r"\bcu[aá]l(?:es)?\s+(?:es|son|era|eran)\s+(?:tu|tus|el|las)\s+(?:prompt|instrucciones)\s+(?:del sistema|de sistema|ocult[oa]s?|secret[oa]s?|inicial(?:es)?|original(?:es)?)",
+    "roleplay_es": (
+        r"\b(?:finge|fingid|imagina|haz de cuenta|hagamos de cuenta|juguemos a|act[uú]a como|comp[oó]rtate como)\b.*"
+        r"\b(?:sin|ningun[ao]s?)\s+(?:\w+\s+){0,2}?(?:restricciones|reglas|l[ií]mites|filtros|censura)\b"
+    ),
+    "persona_es": (
+        r"\b(?:ahora eres|a partir de ahora eres|finge que no tienes|act[uú]a como si no tuvieras)"
+        r"\b.*\b(?:restricciones|reglas|l[ií]mites|filtros|censura)\b"
+    ),
+    "mode_es": r"\bmodo\s+(?:desarrollador|dios|sin restricciones|jailbreak|DAN)\b",
+}
+
 
 STRICT_RULES: dict[str, str] = {
     "override_loose_en": r"\b(?:ignore|disregard|forget|override)\b[^.!?\n]{0,30}\b(?:instructions?|rules|guidelines|programming|system prompt)\b",
@@ -51,13 +99,13 @@ TOOL_RULES: dict[str, str] = {
 }
 
 
-def load_rules(spec: str, default: dict[str, str]) -> dict[str, str]:
+def load_rules(spec: str) -> dict[str, str]:
     """The rules ``spec`` names: ``default``, ``strict``, ``off`` or a JSON/YAML file path."""
     name = spec.strip().lower()
     if name in ("", "default"):
-        return dict(default)
+        return dict(RULES)
     if name == "strict":
-        return {**default, **STRICT_RULES}
+        return {**RULES, **STRICT_RULES}
     if name == "off":
         return {}
     path = Path(spec).expanduser()
