@@ -77,13 +77,9 @@ class HashedLinearModel:
     def load(cls, directory: Path | None = None) -> HashedLinearModel:
         """Load ``injection.json`` and ``injection.bin`` (default: the packaged model)."""
         try:
-            if directory is None:
-                base = resources.files("denis.sync_plane").joinpath("models")
-                meta_text = base.joinpath("injection.json").read_text(encoding="utf-8")
-                raw = base.joinpath("injection.bin").read_bytes()
-            else:
-                meta_text = (directory / "injection.json").read_text(encoding="utf-8")
-                raw = (directory / "injection.bin").read_bytes()
+            base = directory or resources.files("denis.sync_plane").joinpath("models")
+            meta_text = base.joinpath("injection.json").read_text(encoding="utf-8")
+            raw = base.joinpath("injection.bin").read_bytes()
             meta = json.loads(meta_text)
             if meta["feature_version"] != FEATURE_VERSION:
                 raise ModelLoadError(f"model feature version {meta['feature_version']}")
