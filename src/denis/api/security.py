@@ -39,8 +39,8 @@ from urllib.parse import urlsplit
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from denis.api.body import encode_json
-from denis.api.errors import error_body
+from denis.api.errors import error_response
+from denis.errors import ForbiddenError, TooLargeError
 from denis.resilience import Signal
 
 __all__ = ["CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "SecurityMiddleware", "same_origin"]
@@ -151,11 +151,13 @@ class SecurityMiddleware:
             return
         allowed = seen.origin is not None and seen.origin in limits.cors_origins
         if seen.preflight and seen.origin is not None and scope["method"] == "OPTIONS":
-            await self._preflight(send, seen.origin if allowed else None)
+            await self._preflight(scope, receive, send, seen.origin if allowed else None)
             return
         if seen.length is not None and seen.length > limits.max_body_bytes:
             detail = f"the body must be at most {limits.max_body_bytes} bytes"
-            await self._answer(send, 413, "too_large", detail, (b"connection", b"close"))
+            response = error_response(TooLargeError(detail))
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
             return
         if not allowed or seen.origin is None:
             await self.app(scope, receive, send)
@@ -172,9 +174,12 @@ class SecurityMiddleware:
 
         await self.app(scope, receive, send_with_headers)
 
-    async def _preflight(self, send: Send, origin: str | None) -> None:
+    async def _preflight(
+        self, scope: Scope, receive: Receive, send: Send, origin: str | None
+    ) -> None:
         if origin is None:
-            await self._answer(send, 403, "forbidden", "cross-origin requests are not allowed")
+            refusal = ForbiddenError("cross-origin requests are not allowed")
+            await error_response(refusal)(scope, receive, send)
             return
         headers = [
             (b"access-control-allow-origin", origin.encode("latin-1")),
@@ -185,18 +190,6 @@ class SecurityMiddleware:
         ]
         await send({"type": "http.response.start", "status": 204, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
-
-    async def _answer(
-        self, send: Send, status: int, code: str, detail: str, *extra: tuple[bytes, bytes]
-    ) -> None:
-        body = encode_json(error_body(code, detail))
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *extra,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
     async def _refuse_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
