@@ -172,7 +172,7 @@ def _clock(_: JobContext, __: dict[str, Any]) -> Any:
     return {"ok": True, "now": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
-def _timer_tool(settings: AssistantSettings, op: str) -> Callable[..., Any]:
+def _timer_tool(op: str) -> Callable[..., Any]:
     def run(ctx: JobContext, args: dict[str, Any]) -> Any:
         store = TimerStore(ctx.data_dir / "timers.sqlite3")
         user = str(args.get("user", ""))
@@ -186,7 +186,6 @@ def _timer_tool(settings: AssistantSettings, op: str) -> Callable[..., Any]:
             return {"ok": True, "cancelled": store.cancel_all(user)}
         return {"ok": True, "timers": [_timer_json(t) for t in store.active(user)]}
 
-    del settings  # the data dir comes with the job's context
     return run
 
 
@@ -210,15 +209,13 @@ def _play(runtime: HomeRuntime) -> Callable[..., Any]:
     return run
 
 
-def register_assistant_jobs(
-    registry: JobRegistry, settings: AssistantSettings, runtime: HomeRuntime
-) -> None:
+def register_assistant_jobs(registry: JobRegistry, runtime: HomeRuntime) -> None:
     for tool, spec in TOOLS.items():
         fn: Callable[..., Any]
         if tool.startswith("clock."):
             fn = _clock
         elif tool.startswith("timer."):
-            fn = _timer_tool(settings, tool.removeprefix("timer."))
+            fn = _timer_tool(tool.removeprefix("timer."))
         else:
             fn = _device_tool(runtime, spec.action)
         registry.add(job_name(tool), spec.queue, fn)

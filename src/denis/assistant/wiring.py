@@ -49,7 +49,7 @@ def register_assistant(
     home_breaker: CircuitBreaker | None = None,
 ) -> AssistantParts:
     runtime = HomeRuntime(settings, breaker=home_breaker)
-    register_assistant_jobs(registry, settings, runtime)
+    register_assistant_jobs(registry, runtime)
     register_voice_jobs(registry, settings)
     return AssistantParts(runtime)
 
