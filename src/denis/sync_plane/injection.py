@@ -19,7 +19,7 @@ caller drops or renames what is flagged) and fails closed (flagged) if the detec
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
@@ -96,11 +96,10 @@ class LayeredInjectionDetector:
         for rules in (self._rules, self._tool_rules):
             verdict = rules.inspect(text)
             if verdict.blocked:
-                return GateVerdict(blocked=True, score=1.0, layer="tool_text", rule=verdict.rule)
+                return replace(verdict, layer="tool_text")
         if self._model is None:
             return GateVerdict(blocked=False, score=0.0, layer="tool_text")
-        verdict = self._classify(text, segments=True)
-        return GateVerdict(verdict.blocked, verdict.score, "tool_text", verdict.rule)
+        return replace(self._classify(text, segments=True), layer="tool_text")
 
     def _classify(self, text: str, *, segments: bool) -> GateVerdict:
         model = self._model
@@ -156,8 +155,7 @@ class InjectionGate:
             if inspect_tool is not None:
                 verdict: GateVerdict = inspect_tool(text)
             else:
-                plain = self._detector.inspect(text)
-                verdict = GateVerdict(plain.blocked, plain.score, "tool_text", plain.rule)
+                verdict = replace(self._detector.inspect(text), layer="tool_text")
         except Exception as exc:  # noqa: BLE001 - a broken detector flags the text, loudly
             _log.warning("gate.tool_text_check_failed", error=type(exc).__name__)
             return GateVerdict(blocked=True, score=1.0, layer="tool_text", rule="detector_failed")
