@@ -17,19 +17,20 @@ keep-alive connection's second request), so a uvicorn change that breaks it fail
 
 from __future__ import annotations
 
-import json
-
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from denis.api.body import encode_json
+from denis.api.errors import error_body
+from denis.errors import TooLargeError
 
 __all__ = ["MAX_HEADER_BYTES", "BoundedHttpTools"]
 
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers; browsers send under 8 KiB
 _LINGER_S = 1.0
 
-_BODY = json.dumps(
-    {"error": {"code": "too_large", "detail": f"headers must be at most {MAX_HEADER_BYTES} bytes"}},
-    separators=(",", ":"),
-).encode()
+_BODY = encode_json(
+    error_body(TooLargeError.code, f"headers must be at most {MAX_HEADER_BYTES} bytes")
+)
 _TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
     b"content-type: application/json\r\n"
