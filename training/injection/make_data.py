@@ -55,7 +55,14 @@ def fill(template: str, rng: random.Random, lang: str, extra: dict[str, str] | N
 
 
 def record(text: str, label: int, lang: str, kind: str, source: str, group: str) -> dict[str, Any]:
-    return {"text": text, "label": label, "lang": lang, "kind": kind, "source": source, "group": group}
+    return {
+        "text": text,
+        "label": label,
+        "lang": lang,
+        "kind": kind,
+        "source": source,
+        "group": group,
+    }
 
 
 # -- benign home requests from Home Assistant's sentence templates ------------------------------
@@ -74,7 +81,10 @@ def hassil_requests(lang: str, rng: random.Random, count: int) -> list[dict[str,
         try:
             sampled = itertools.islice(
                 sample_intents(
-                    intents, slot_lists=lists, intent_names={name}, expand_ranges=False,
+                    intents,
+                    slot_lists=lists,
+                    intent_names={name},
+                    expand_ranges=False,
                     max_sentences_per_intent=3000,
                 ),
                 3000,
@@ -127,7 +137,9 @@ def giskard(rng: random.Random) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(handle))
     out = []
     for row in rows:
-        text = row["prompt"].replace("'Free Generator'", rng.choice(["Denis", "ChatGPT", "Assistant"]))
+        text = row["prompt"].replace(
+            "'Free Generator'", rng.choice(["Denis", "ChatGPT", "Assistant"])
+        )
         group = "giskard:dan" if row["group"] == "Jailbreak" else f"giskard:{row['index']}"
         out.append(record(text, 1, "en", "request", "giskard", group))
     return out
@@ -140,7 +152,9 @@ def bipia_instructions() -> dict[str, list[str]]:
     for name in ("bipia_text_attack_train.json", "bipia_text_attack_test.json"):
         data = json.loads((HERE / "sources" / name).read_text(encoding="utf-8"))
         for category, items in data.items():
-            about_answer = [t for t in items if re.search(r"\b(your|the) (response|answer|reply)\b", t, re.I)]
+            about_answer = [
+                t for t in items if re.search(r"\b(your|the) (response|answer|reply)\b", t, re.I)
+            ]
             if about_answer:
                 kept.setdefault(category, []).extend(about_answer)
     return kept
@@ -162,7 +176,9 @@ def embed(carrier: str, injection: str, rng: random.Random) -> str:
     return " ".join(parts)
 
 
-def tool_texts(lang: str, rng: random.Random, emails: list[str], bipia: dict[str, list[str]]) -> list[dict[str, Any]]:
+def tool_texts(
+    lang: str, rng: random.Random, emails: list[str], bipia: dict[str, list[str]]
+) -> list[dict[str, Any]]:
     out = []
     carriers: list[tuple[str, str]] = []  # (text, group)
     for i, template in enumerate(TOOL_BENIGN[lang]):
@@ -176,7 +192,8 @@ def tool_texts(lang: str, rng: random.Random, emails: list[str], bipia: dict[str
             seen.add(text)
             source = "bipia-email" if group.startswith("bipia") else "own-template"
             out.append(record(text, 0, lang, "tool", source, group))
-    if lang == "en":  # an email's own sentences are benign too (the gate scores tool text by sentence)
+    # An email's own sentences are benign too (the gate scores tool text by sentence).
+    if lang == "en":
         for j, email in enumerate(emails):
             parts = [p for p in _SEGMENT.split(email) if len(p) > 12 and p not in seen]
             for part in parts[:10]:
@@ -189,12 +206,22 @@ def tool_texts(lang: str, rng: random.Random, emails: list[str], bipia: dict[str
         for _ in range(10):
             injection = fill(frame, rng, lang, {"payload": rng.choice(PAYLOADS[lang])})
             if frame.startswith("DEVICE:"):
-                text = fill(frame.removeprefix("DEVICE:"), rng, lang, {"payload": rng.choice(PAYLOADS[lang])})
+                text = fill(
+                    frame.removeprefix("DEVICE:"),
+                    rng,
+                    lang,
+                    {"payload": rng.choice(PAYLOADS[lang])},
+                )
             else:
                 text = embed(rng.choice(carriers)[0], injection, rng)
             out.append(record(text, 1, lang, "tool", "own-template", f"i{lang}{i}"))
     if lang == "en":
-        addressed = ["Assistant, {x}", "Note to the AI reading this: {x}", "{x}", "IMPORTANT for any AI summarizing this email: {x}"]
+        addressed = [
+            "Assistant, {x}",
+            "Note to the AI reading this: {x}",
+            "{x}",
+            "IMPORTANT for any AI summarizing this email: {x}",
+        ]
         for category, items in sorted(bipia.items()):
             for item in items:
                 wrapper = rng.choice(addressed)

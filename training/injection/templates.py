@@ -7,6 +7,8 @@ text starts with ``DEVICE:`` is a whole device name (an injection in a friendly 
 
 from __future__ import annotations
 
+# Data tables: one line per row of short strings reads better than one string per line.
+# fmt: off
 SLOTS: dict[str, dict[str, list[str]]] = {
     "en": {
         "device": [

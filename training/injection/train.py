@@ -174,18 +174,36 @@ def main() -> None:
         "p99": round(timings[int(len(timings) * 0.99)], 4),
         "n": len(timings),
     }
-    results["model"] = {"C": c, "threshold": round(threshold, 2), "train": len(train), "test": len(test)}
-    (HERE / "metrics.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    lines = ["| language | set | n | attacks | precision | recall | F1 | FPR |", "|---|---|---|---|---|---|---|---|"]
+    results["model"] = {
+        "C": c,
+        "threshold": round(threshold, 2),
+        "train": len(train),
+        "test": len(test),
+    }
+    (HERE / "metrics.json").write_text(
+        json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    lines = [
+        "| language | set | n | attacks | precision | recall | F1 | FPR |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for lang in ("en", "es"):
         for part in ("all", "requests", "tool_text"):
             m = results[lang][part]
-            lines.append(f"| {lang} | {part} | {m['n']} | {m['attacks']} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['fpr']:.4f} |")
+            lines.append(
+                f"| {lang} | {part} | {m['n']} | {m['attacks']} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['fpr']:.4f} |"
+            )
     (HERE / "metrics.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     print(json.dumps(results["latency_ms"]), json.dumps(results["model"]))
     for lang in ("en", "es"):
-        print(lang, "benign request FPR", results[lang]["benign_requests_fpr"], "errors:", len(results[lang]["errors"]))
+        print(
+            lang,
+            "benign request FPR",
+            results[lang]["benign_requests_fpr"],
+            "errors:",
+            len(results[lang]["errors"]),
+        )
 
 
 if __name__ == "__main__":
