@@ -36,10 +36,11 @@ from harness import (
     chat_request,
     create_token,
     md_table,
+    measure_load,
+    rotated,
     run_async,
-    run_load,
-    server_cpu_s,
     started,
+    warm_up,
 )
 
 LOAD_CONCURRENCY = 16
@@ -69,27 +70,20 @@ async def _measure(
     targets: dict[str, BareProcess | FoundationProcess], token: str
 ) -> dict[str, _Rounds]:
     requests = {name: chat_request(t.port, token) for name, t in targets.items()}
-    for name, target in targets.items():  # warm-up: imports, the graph's tables, caches
-        await run_load(target.port, requests[name], concurrency=4, total=500)
+    await warm_up(targets, requests)
     rounds = {name: _Rounds() for name in targets}
-    order = list(targets)
     for round_no in range(ROUNDS):
-        for name in order[round_no % len(order) :] + order[: round_no % len(order)]:
-            pid = targets[name].proc.pid  # type: ignore[union-attr]
-            cpu_before = server_cpu_s(pid)
-            main_before = server_cpu_s(pid, main_thread=True)
-            result = await run_load(
-                targets[name].port,
+        for name in rotated(list(targets), round_no):
+            sample = await measure_load(
+                name,
+                targets[name],
                 requests[name],
                 concurrency=LOAD_CONCURRENCY,
                 total=LOAD_TOTAL,
             )
-            if result.errors:
-                raise RuntimeError(f"{name}: {result.errors} non-200 answers under load")
-            rounds[name].rps.append(result.throughput_rps)
-            rounds[name].cpu_us.append((server_cpu_s(pid) - cpu_before) / result.count * 1e6)
-            main_s = server_cpu_s(pid, main_thread=True) - main_before
-            rounds[name].main_us.append(main_s / result.count * 1e6)
+            rounds[name].rps.append(sample.result.throughput_rps)
+            rounds[name].cpu_us.append(sample.cpu_us)
+            rounds[name].main_us.append(sample.main_us)
     return rounds
 
 

@@ -64,7 +64,7 @@ from denis.resilience import Deadline, HealthBoard, MonotonicClock, Signals
 from denis.resilience.logs import configure_logging
 from denis.resilience.metrics import Metrics
 from denis.settings import AsyncSettings, Settings
-from harness import RedisServer, md_table, ms, percentile, run_async, started
+from harness import RedisServer, md_table, ms, percentile, rotated, run_async, started
 
 JOB = "diag.echo.tools_ro"  # trivial, and on a non-background queue (no disk gate)
 QUEUE = "tools_ro"
@@ -188,10 +188,8 @@ async def _interleaved(
     for fn, expect in targets.values():
         await _time(fn, WARMUP, None, expect)
     await purge()
-    order = list(targets)
     for round_no in range(ROUNDS):
-        shift = round_no % len(order)
-        for name in order[shift:] + order[:shift]:
+        for name in rotated(list(targets), round_no):
             fn, expect = targets[name]
             await _time(fn, BLOCK, latencies[name], expect)
         await purge()

@@ -43,17 +43,19 @@ from harness import (
     HIGH_LIMITS,
     BareProcess,
     FoundationProcess,
+    LoadSample,
     RedisServer,
     chat_request,
     create_token,
     make_bare_app,
     md_table,
+    measure_load,
     ms,
     percentile,
+    rotated,
     run_async,
-    run_load,
-    server_cpu_s,
     started,
+    warm_up,
 )
 
 INPROC_WARMUP = 300
@@ -131,9 +133,8 @@ async def _in_process(data_dir: Path, token: str, redis_url: str) -> dict[str, l
 
         for name in apps:
             await block(name, INPROC_WARMUP, None)
-        order = list(apps)
         for round_no in range(INPROC_ROUNDS):
-            for name in order[round_no % len(order) :] + order[: round_no % len(order)]:
+            for name in rotated(list(apps), round_no):
                 await block(name, INPROC_BLOCK, latencies[name])
     return latencies
 
@@ -174,56 +175,49 @@ def _latency_rows(
 
 async def _over_sockets(
     targets: dict[str, BareProcess | FoundationProcess], token: str
-) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float, float, float]]]]:
+) -> tuple[dict[str, list[float]], dict[str, list[LoadSample]]]:
     requests = {name: chat_request(t.port, token) for name, t in targets.items()}
-    for name, target in targets.items():  # warm-up: imports, pools, Lua script cache
-        await run_load(target.port, requests[name], concurrency=4, total=500)
+    await warm_up(targets, requests)
     sequential: dict[str, list[float]] = {name: [] for name in targets}
-    order = list(targets)
     for round_no in range(SEQ_ROUNDS):
-        for name in order[round_no % len(order) :] + order[: round_no % len(order)]:
-            result = await run_load(
-                targets[name].port, requests[name], concurrency=1, total=SEQ_BLOCK
+        for name in rotated(list(targets), round_no):
+            sample = await measure_load(
+                name, targets[name], requests[name], concurrency=1, total=SEQ_BLOCK
             )
-            if result.errors:
-                raise RuntimeError(f"{name}: {result.errors} non-200 answers")
-            sequential[name].extend(result.latencies_s)
-    # throughput: per round (req/s, p50, p99, server CPU seconds per request)
-    loaded: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in targets}
+            sequential[name].extend(sample.result.latencies_s)
+    loaded: dict[str, list[LoadSample]] = {name: [] for name in targets}
     for round_no in range(LOAD_ROUNDS):
-        for name in order[round_no % len(order) :] + order[: round_no % len(order)]:
-            pid = targets[name].proc.pid  # type: ignore[union-attr]
-            cpu_before = server_cpu_s(pid)
-            result = await run_load(
-                targets[name].port,
-                requests[name],
-                concurrency=LOAD_CONCURRENCY,
-                total=LOAD_TOTAL,
-            )
-            cpu_s = server_cpu_s(pid) - cpu_before
+        for name in rotated(list(targets), round_no):
             loaded[name].append(
-                (result.throughput_rps, result.p(50), result.p(99), cpu_s / result.count)
+                await measure_load(
+                    name,
+                    targets[name],
+                    requests[name],
+                    concurrency=LOAD_CONCURRENCY,
+                    total=LOAD_TOTAL,
+                )
             )
-            if result.errors:
-                raise RuntimeError(f"{name}: {result.errors} non-200 answers under load")
     return sequential, loaded
 
 
 def _throughput_rows(
-    loaded: dict[str, list[tuple[float, float, float, float]]],
+    loaded: dict[str, list[LoadSample]],
 ) -> tuple[list[list[str]], dict[str, bool]]:
     rows: list[list[str]] = []
     verdicts: dict[str, bool] = {}
     bare_rounds = loaded[BARE]
     for name, runs in loaded.items():
-        rps = statistics.median(r[0] for r in runs)
-        p50 = statistics.median(r[1] for r in runs)
-        p99 = statistics.median(r[2] for r in runs)
-        cpu_us = statistics.median(r[3] for r in runs) * 1e6
+        rps = statistics.median(r.result.throughput_rps for r in runs)
+        p50 = statistics.median(r.result.p(50) for r in runs)
+        p99 = statistics.median(r.result.p(99) for r in runs)
+        cpu_us = statistics.median(r.cpu_us for r in runs)
         if name == BARE:
             ratio_text, verdict = "1.00", "baseline"
         else:
-            ratio = statistics.median(r[0] / b[0] for r, b in zip(runs, bare_rounds, strict=True))
+            ratio = statistics.median(
+                r.result.throughput_rps / b.result.throughput_rps
+                for r, b in zip(runs, bare_rounds, strict=True)
+            )
             ok = ratio >= TARGET_THROUGHPUT
             verdicts[name] = ok
             ratio_text, verdict = f"{ratio:.2f}", _verdict(name, ok)

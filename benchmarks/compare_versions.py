@@ -29,11 +29,13 @@ from harness import (
     chat_request,
     create_token,
     md_table,
+    measure_load,
     percentile,
+    rotated,
     run_async,
     run_load,
-    server_cpu_s,
     started,
+    warm_up,
 )
 
 LOAD_CONCURRENCY = 16
@@ -54,22 +56,20 @@ async def _measure(
     targets: dict[str, BareProcess | FoundationProcess], token: str, rounds: int
 ) -> dict[str, Rounds]:
     requests = {name: chat_request(t.port, token) for name, t in targets.items()}
-    for name, target in targets.items():
-        await run_load(target.port, requests[name], concurrency=4, total=WARMUP)
+    await warm_up(targets, requests, WARMUP)
     out = {name: Rounds() for name in targets}
-    names = list(targets)
     for round_no in range(rounds):
-        shift = round_no % len(names)
-        for name in names[shift:] + names[:shift]:
-            port, pid = targets[name].port, targets[name].proc.pid  # type: ignore[union-attr]
-            cpu_before = server_cpu_s(pid)
-            result = await run_load(
-                port, requests[name], concurrency=LOAD_CONCURRENCY, total=LOAD_TOTAL
+        for name in rotated(list(targets), round_no):
+            sample = await measure_load(
+                name,
+                targets[name],
+                requests[name],
+                concurrency=LOAD_CONCURRENCY,
+                total=LOAD_TOTAL,
             )
-            if result.errors:
-                raise RuntimeError(f"{name}: {result.errors} non-200 answers")
-            out[name].rps.append(result.throughput_rps)
-            out[name].cpu_us.append((server_cpu_s(pid) - cpu_before) / result.count * 1e6)
+            out[name].rps.append(sample.result.throughput_rps)
+            out[name].cpu_us.append(sample.cpu_us)
+            port = targets[name].port
             sequential = await run_load(port, requests[name], concurrency=1, total=SEQ_TOTAL)
             out[name].sequential_s.extend(sequential.latencies_s)
     return out

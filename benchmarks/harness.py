@@ -17,7 +17,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,18 +38,22 @@ __all__ = [
     "DenisProcess",
     "FoundationProcess",
     "LoadResult",
+    "LoadSample",
     "RedisServer",
     "chat_request",
     "create_token",
     "machine_line",
     "make_bare_app",
     "md_table",
+    "measure_load",
     "ms",
     "percentile",
+    "rotated",
     "run_async",
     "run_load",
     "server_cpu_s",
     "started",
+    "warm_up",
 ]
 
 T = TypeVar("T")
@@ -225,6 +229,54 @@ async def run_load(
                 await writer.wait_closed()
     result.elapsed_s = time.perf_counter() - began
     return result
+
+
+def rotated(names: list[str], round_no: int) -> list[str]:
+    """``names`` starting at a different one each round, so drift hits every target alike."""
+    shift = round_no % len(names)
+    return names[shift:] + names[:shift]
+
+
+async def warm_up(
+    targets: Mapping[str, BareProcess | DenisProcess],
+    requests: Mapping[str, bytes],
+    total: int = 500,
+) -> None:
+    """Imports, pools, caches and Lua scripts loaded before anything is measured."""
+    for name, target in targets.items():
+        await run_load(target.port, requests[name], concurrency=4, total=total)
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """One block of load against one server, with the server's CPU per request (whole
+    process, and its main thread, where the event loop runs)."""
+
+    result: LoadResult
+    cpu_us: float
+    main_us: float
+
+
+async def measure_load(
+    name: str,
+    target: BareProcess | DenisProcess,
+    request: bytes,
+    *,
+    concurrency: int,
+    total: int,
+) -> LoadSample:
+    """``total`` requests over ``concurrency`` connections; any non-200 answer is an error."""
+    pid = target.proc.pid  # type: ignore[union-attr]
+    cpu_before, main_before = server_cpu_s(pid), server_cpu_s(pid, main_thread=True)
+    result = await run_load(target.port, request, concurrency=concurrency, total=total)
+    if result.errors:
+        raise RuntimeError(f"{name}: {result.errors} non-200 answers under load")
+    per_request_us = 1e6 / result.count
+    return LoadSample(
+        result,
+        (server_cpu_s(pid) - cpu_before) * per_request_us,
+        (server_cpu_s(pid, main_thread=True) - main_before) * per_request_us,
+    )
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
