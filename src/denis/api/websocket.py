@@ -88,7 +88,7 @@ async def ws_chat(websocket: WebSocket) -> None:
             return
         counted = cap.acquire(client_addr)
         if not counted:
-            await _refuse_one_too_many(websocket, services)
+            await _try_again_later(websocket, services, _CONNECTION_CAP_RETRY_S)
             return
         principal = await _authenticate(websocket, services)
         if principal is not None:
@@ -110,9 +110,9 @@ def _connection_cap(state: State, services: Services) -> ConnectionCap:
     return cap
 
 
-async def _refuse_one_too_many(websocket: WebSocket, services: Services) -> None:
-    """One socket over ``ws_max_connections_per_client``: 1013 with a retry hint."""
-    reason = json.dumps({"retry_after_s": _CONNECTION_CAP_RETRY_S}, separators=(",", ":"))
+async def _try_again_later(websocket: WebSocket, services: Services, retry_after_s: int) -> None:
+    """Close with 1013 and the JSON reason ``{"retry_after_s": N}``."""
+    reason = json.dumps({"retry_after_s": retry_after_s}, separators=(",", ":"))
     await websocket.close(code=TRY_AGAIN_LATER, reason=reason)
     services.signals.count(Signal.WS_SERVER_DISCONNECT)
 
@@ -143,9 +143,7 @@ async def _refuse_a_storm(websocket: WebSocket, services: Services, client_addr:
         )
     else:
         services.signals.count(Signal.WS_RECONNECT_STORM)
-    reason = json.dumps({"retry_after_s": refusal.retry_after_s}, separators=(",", ":"))
-    await websocket.close(code=TRY_AGAIN_LATER, reason=reason)
-    services.signals.count(Signal.WS_SERVER_DISCONNECT)
+    await _try_again_later(websocket, services, refusal.retry_after_s)
     return True
 
 
