@@ -253,10 +253,7 @@ class _Session:
             except (WebSocketDisconnect, asyncio.CancelledError):
                 raise
             except Exception as exc:  # noqa: BLE001 - the reader's outermost handler
-                _log.error("api.unexpected_error", error=type(exc).__name__, where="ws_read")
-                await self.sender.send(
-                    {"type": "error", "id": message_id, **error_body("unavailable", "please retry")}
-                )
+                await self.sender.send(_unexpected(message_id, exc, where="ws_read"))
 
     async def _handle(self, data: Any, message_id: JsonValue) -> None:
         wait_s = self._bucket.take()
@@ -292,10 +289,7 @@ class _Session:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the turn task's outermost handler
-                _log.error("api.unexpected_error", error=type(exc).__name__, where="ws_chat")
-                await self.sender.send(
-                    {"type": "error", "id": message_id, **error_body("unavailable", "please retry")}
-                )
+                await self.sender.send(_unexpected(message_id, exc, where="ws_chat"))
 
     async def _run(self, message: ChatMessage) -> TurnReply:
         services = self._services
@@ -337,6 +331,12 @@ def _error(message_id: JsonValue, exc: DenisError) -> dict[str, Any]:
     if exc.retry_after_s is not None:
         body["retry_after_s"] = exc.retry_after_s
     return body
+
+
+def _unexpected(message_id: JsonValue, exc: Exception, *, where: str) -> dict[str, Any]:
+    """Log an error no handler expected (its type only) and answer it in-band, generically."""
+    _log.error("api.unexpected_error", error=type(exc).__name__, where=where)
+    return {"type": "error", "id": message_id, **error_body("unavailable", "please retry")}
 
 
 async def _receive(websocket: WebSocket) -> str:
