@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import structlog
 
 from denis.assistant.conversation import Conversations
-from denis.assistant.home import HomeUnavailableError
 from denis.assistant.home.ha_import import screen_names
 from denis.assistant.intents import IntentEngine
 from denis.assistant.llm import LlmClient, open_llm
@@ -139,12 +138,9 @@ async def _keep_imported(
 ) -> None:
     """Import Home Assistant's areas and devices at start, and again until it has worked."""
     while True:
-        try:
-            home = await import_home_assistant(
-                runtime, resolver, Deadline.start(clock, _IMPORT_BUDGET_S), screen
-            )
-        except HomeUnavailableError:
-            home = None
+        home = await import_home_assistant(
+            runtime, resolver, Deadline.start(clock, _IMPORT_BUDGET_S), screen
+        )
         if home is not None:
             _log.info("assistant.ha_imported", devices=len(home.devices), areas=len(home.areas))
             return
