@@ -28,15 +28,20 @@ def chat(client, auth, text: str) -> tuple[dict[str, Any], float]:
     return response.json(), took
 
 
-def ha_state(server: HomeAssistantServer, entity_id: str) -> str:
+def ha_entity(server: HomeAssistantServer, entity_id: str) -> dict[str, Any]:
+    """Home Assistant's own state object for ``entity_id`` (``state``, ``attributes``)."""
     response = httpx.get(
         f"{server.url}/api/states/{entity_id}",
         headers={"Authorization": f"Bearer {server.token}"},
         timeout=10,
     )
     response.raise_for_status()
-    state: str = response.json()["state"]
-    return state
+    entity: dict[str, Any] = response.json()
+    return entity
+
+
+def ha_state(server: HomeAssistantServer, entity_id: str) -> str:
+    return str(ha_entity(server, entity_id)["state"])
 
 
 def ha_client(make_client, server: HomeAssistantServer, **settings: Any):
@@ -107,17 +112,6 @@ def test_home_assistant_killed(make_client, auth, home_assistant_factory) -> Non
     assert "home" in reply["degraded"]
 
 
-def _ha_attributes(server: HomeAssistantServer, entity_id: str) -> dict[str, Any]:
-    response = httpx.get(
-        f"{server.url}/api/states/{entity_id}",
-        headers={"Authorization": f"Bearer {server.token}"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    attributes: dict[str, Any] = response.json()["attributes"]
-    return attributes
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("player", ["media_player.bedroom", "media_player.walkman"])
 def test_a_spoken_reply_is_played_on_the_media_player(
@@ -145,7 +139,7 @@ def test_a_spoken_reply_is_played_on_the_media_player(
     assert result is not None, "the playback job ran"
     assert result["ok"] is plays
     if plays:
-        played = _ha_attributes(home_assistant_session, player).get("media_content_id")
+        played = ha_entity(home_assistant_session, player)["attributes"].get("media_content_id")
         assert played == "http://127.0.0.1:8084" + reply["audio_url"]
     else:
         assert "could not play" in result["detail"]
