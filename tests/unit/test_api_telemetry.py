@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from denis.api.telemetry import MAX_BATCH_BYTES, MAX_EVENTS
+from probes import signal_count, status
 
 AT = 1_712_345_678_901
 
@@ -27,13 +28,8 @@ def metric(client: TestClient, auth: dict[str, str], name: str, **labels: str) -
     raise AssertionError(f"no {name} {labels}")
 
 
-def signal(client: TestClient, auth: dict[str, str], name: str) -> float:
-    return metric(client, auth, "denis_signal_total", signal=name)
-
-
 def recent(client: TestClient, auth: dict[str, str], name: str) -> list[dict[str, Any]]:
-    signals = client.get("/status", headers=auth).json()["signals"]
-    return [s for s in signals if s["signal"] == name]
+    return [s for s in status(client, auth)["signals"] if s["signal"] == name]
 
 
 def post(client: TestClient, auth: dict[str, str], *events: dict[str, Any]):
@@ -77,8 +73,8 @@ def test_a_batch_is_accepted_and_measured(make_client, auth) -> None:
     assert metric(client, auth, "denis_client_rtt_seconds_sum") == pytest.approx(0.2005)
     assert metric(client, auth, "denis_voice_latency_seconds_count") == 1
     assert metric(client, auth, "denis_voice_latency_seconds_bucket", le="1.0") == 1
-    assert signal(client, auth, "telemetry.latency") == 0
-    assert signal(client, auth, "voice.latency") == 0
+    assert signal_count(client, auth, "telemetry.latency") == 0
+    assert signal_count(client, auth, "voice.latency") == 0
     assert post(client, auth).json() == {"accepted": 0}
 
 
@@ -87,22 +83,22 @@ def test_slow_round_trips_count_once_per_batch_and_log_once_per_slow_spell(
 ) -> None:
     client = make_client()
     assert post(client, auth, rtt(6000), rtt(100), rtt(7200.4)).status_code == 200
-    assert signal(client, auth, "telemetry.latency") == 1  # once for the batch
+    assert signal_count(client, auth, "telemetry.latency") == 1  # once for the batch
     [slow] = recent(client, auth, "telemetry.latency")
     assert slow["fields"] == {"user": "alice", "slow": 2, "of": 3, "max_ms": 7201}
 
     assert post(client, auth, rtt(9000)).status_code == 200  # still slow
-    assert signal(client, auth, "telemetry.latency") == 2
+    assert signal_count(client, auth, "telemetry.latency") == 2
     assert len(recent(client, auth, "telemetry.latency")) == 1  # no new log line
 
     assert post(client, auth, {"type": "reconnect", "at": AT}).status_code == 200  # no rtt
     assert post(client, auth, rtt(5000)).status_code == 200  # at the threshold is not slow
-    assert signal(client, auth, "telemetry.latency") == 2
+    assert signal_count(client, auth, "telemetry.latency") == 2
     [recovered] = recent(client, auth, "dependency.recovered")
     assert recovered["fields"] == {"dependency": "telemetry.latency", "user": "alice"}
 
     assert post(client, auth, rtt(5001)).status_code == 200  # slow again: a new spell
-    assert signal(client, auth, "telemetry.latency") == 3
+    assert signal_count(client, auth, "telemetry.latency") == 3
     assert len(recent(client, auth, "telemetry.latency")) == 2
     assert metric(client, auth, "denis_client_rtt_seconds_count") == 6
 
@@ -110,8 +106,8 @@ def test_slow_round_trips_count_once_per_batch_and_log_once_per_slow_spell(
 def test_slow_voice_counts_voice_latency(make_client, auth) -> None:
     client = make_client()
     assert post(client, auth, voice(2999), voice(3500), rtt(50)).status_code == 200
-    assert signal(client, auth, "voice.latency") == 1
-    assert signal(client, auth, "telemetry.latency") == 0
+    assert signal_count(client, auth, "voice.latency") == 1
+    assert signal_count(client, auth, "telemetry.latency") == 0
     [slow] = recent(client, auth, "voice.latency")
     assert slow["fields"] == {"user": "alice", "slow": 1, "of": 2, "max_ms": 3500}
     assert metric(client, auth, "denis_voice_latency_seconds_count") == 2
@@ -130,7 +126,7 @@ def test_telemetry_needs_a_token(make_client, auth, headers: dict[str, str]) -> 
     client = make_client()
     response = client.post("/telemetry", json={"events": [rtt(9000)]}, headers=headers)
     assert_error(response, 401, "unauthorized")
-    assert signal(client, auth, "telemetry.latency") == 0
+    assert signal_count(client, auth, "telemetry.latency") == 0
 
 
 def test_a_batch_too_big_is_413(make_client, auth) -> None:

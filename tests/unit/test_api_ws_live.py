@@ -19,7 +19,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from denis.resilience import Deadline, ManualClock
 from denis.sync_plane import Reply, Turn
-from probes import signal_count
+from probes import signal_count, status
 
 TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
@@ -28,9 +28,7 @@ NO_HANG_S = 10.0  # only stops a broken build from hanging the suite
 
 
 def recent_signals(client: TestClient, auth: dict[str, str], name: str) -> list[dict[str, Any]]:
-    response = client.get("/status", headers=auth)
-    assert response.status_code == 200
-    return [s for s in response.json()["signals"] if s["signal"] == name]
+    return [s for s in status(client, auth)["signals"] if s["signal"] == name]
 
 
 def authenticate(ws: WebSocketTestSession, token: str) -> dict[str, Any]:
