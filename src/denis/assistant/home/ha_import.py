@@ -49,12 +49,17 @@ def import_home(states: Any, areas_json: str, domains: set[str]) -> HomeGraph:
         attributes = raw.get("attributes") or {}
         if not _usable(entity_id, attributes, domains):
             continue
-        name = str(attributes.get("friendly_name") or entity_id.partition(".")[2].replace("_", " "))
+        name = str(attributes.get("friendly_name") or _id_name(entity_id))
         devices.append(Device(entity_id, name, area_of.get(entity_id), domain_of(entity_id)))
     return HomeGraph(
         areas=tuple(Area(area_id, name) for area_id, name, _ in areas),
         devices=tuple(sorted(devices, key=lambda d: d.id)),
     )
+
+
+def _id_name(entity_id: str) -> str:
+    """The name an entity id reads as: "light.bed_light" → "bed light"."""
+    return entity_id.partition(".")[2].replace("_", " ")
 
 
 def _usable(entity_id: str, attributes: dict[str, Any], domains: set[str]) -> bool:
@@ -77,7 +82,7 @@ def screen_names(home: HomeGraph, is_injection: Callable[[str], bool]) -> HomeGr
         if not is_injection(device.name):
             devices.append(device)
             continue
-        fallback = device.id.partition(".")[2].replace("_", " ")
+        fallback = _id_name(device.id)
         if fallback and not is_injection(fallback):
             devices.append(Device(device.id, fallback, device.area, device.domain, device.aliases))
             renamed.append(device.id)
