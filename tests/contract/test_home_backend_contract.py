@@ -43,17 +43,11 @@ TIMEOUT_S = 5.0  # a demo lock takes 2 s to lock
 
 
 @pytest.fixture(params=["demo", pytest.param("home_assistant", marks=pytest.mark.integration)])
-def home(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[HomeBackend]:
-    backend: HomeBackend
+def home(request: pytest.FixtureRequest, data_dir: Path) -> HomeBackend:
     if request.param == "demo":
-        backend = DemoHome(data_dir, DEVICES)
-    else:
-        ha: HomeAssistantServer = request.getfixturevalue("home_assistant_session")
-        backend = HomeAssistant(ha.url, ha.token, TIMEOUT_S)
-    try:
-        yield backend
-    finally:
-        backend.close()
+        return DemoHome(data_dir, DEVICES)  # nothing to close: each call opens its own connection
+    ha: HomeAssistant = request.getfixturevalue("ha")
+    return ha
 
 
 @pytest.fixture
