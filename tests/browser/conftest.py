@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from servers import IN_CI, require_program
+from servers import missing_component, require_program
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
 CHROMIUM_ARGS = [
@@ -32,10 +32,7 @@ def _playwright() -> Any:
     try:
         from playwright.sync_api import sync_playwright  # noqa: PLC0415
     except ImportError:
-        message = "playwright is not installed (pip install -e '.[dev]')"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_component("playwright is not installed (pip install -e '.[dev]')")
     return sync_playwright
 
 
