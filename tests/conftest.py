@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from denis.app import create_app
 from denis.settings import Settings
+from fake_llm import FakeLlm
 from servers import (
     DenisProcess,
     DenisWorker,
@@ -176,3 +177,13 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., DenisWorker]]:
     yield make
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLlm]:
+    """A local OpenAI-compatible endpoint (``tests/fake_llm.py``), stopped at the end."""
+    llm = FakeLlm().start()
+    try:
+        yield llm
+    finally:
+        llm.stop()

@@ -12,7 +12,7 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +100,6 @@ def denis(denis_factory: Callable[..., DenisProcess]) -> DenisProcess:
 @pytest.fixture
 def user_token(denis: DenisProcess) -> str:
     return create_token(denis.data_dir, "browser")
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[FakeLlm]:
-    llm = FakeLlm().start()
-    try:
-        yield llm
-    finally:
-        llm.stop()
 
 
 def test_a_conversation_round_trip_over_the_websocket(

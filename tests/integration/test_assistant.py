@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from denis.assistant.home.demo import DemoHome
 from denis.graph import default_home
 from denis.graph.model import Policy
 from denis.resilience import Deadline, ManualClock, MonotonicClock
-from fake_llm import FakeLlm
 from probes import signal_count
 from servers import create_token, free_port
 
@@ -39,13 +37,6 @@ def chat(client, auth, text: str, session: str = "s1", **extra: Any) -> dict[str
 
 def state_of(data_dir: Path, entity_id: str) -> str:
     return DemoHome(data_dir, default_home().devices).get_state(entity_id).state
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[FakeLlm]:
-    server = FakeLlm().start()
-    yield server
-    server.stop()
 
 
 # -- the demo home --------------------------------------------------------------------------

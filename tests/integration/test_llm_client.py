@@ -5,7 +5,7 @@ API key kept out of errors and logs."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from denis.resilience import (
 )
 from denis.resilience.metrics import Metrics
 from denis.settings import AssistantSettings, Settings
-from fake_llm import FakeLlm
 from servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -36,15 +35,6 @@ MESSAGES = [
     {"role": "user", "content": "what is a heat pump?"},
 ]
 WALL = MonotonicClock()
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[FakeLlm]:
-    server = FakeLlm().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
