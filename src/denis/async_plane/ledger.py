@@ -20,14 +20,13 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from denis.resilience import prepare_sqlite
+from denis.resilience import prepare_sqlite, transaction
 
 __all__ = ["Claim", "ClaimState", "DeadLetter", "JobLedger", "JobRecord", "owner_id"]
 
@@ -131,16 +130,8 @@ class JobLedger:
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._conn())
 
     # -- journal and claims --------------------------------------------------------------
 

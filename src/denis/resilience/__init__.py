@@ -14,7 +14,7 @@ from denis.resilience.deadline import Deadline
 from denis.resilience.health import HealthBoard, ZoneStatus
 from denis.resilience.hops import HOP_HEADER, MAX_HOPS, check_hops, next_hop, parse_hop_header
 from denis.resilience.signals import Signal, Signals
-from denis.resilience.sqlite import prepare_sqlite
+from denis.resilience.sqlite import prepare_sqlite, transaction
 
 __all__ = [
     "HOP_HEADER",
@@ -35,4 +35,5 @@ __all__ = [
     "next_hop",
     "parse_hop_header",
     "prepare_sqlite",
+    "transaction",
 ]

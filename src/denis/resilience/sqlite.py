@@ -16,10 +16,11 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
-__all__ = ["is_lock_error", "prepare_sqlite"]
+__all__ = ["is_lock_error", "prepare_sqlite", "transaction"]
 
 _OPEN_TIMEOUT_S = 10.0
 
@@ -50,3 +51,18 @@ def prepare_sqlite(
             time.sleep(random.uniform(0.01, 0.05))  # noqa: S311 - jitter, not a secret
         else:
             return
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+    """One transaction on ``db`` (opened with ``isolation_level=None``): ``BEGIN IMMEDIATE``
+    for a write, so the write lock is taken up front and waited for under the busy timeout
+    (never an upgrade that SQLite would refuse at once), ``BEGIN`` for a read; rolled back if
+    the block raises."""
+    db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

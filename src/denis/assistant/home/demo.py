@@ -26,7 +26,7 @@ import structlog
 from denis.assistant.home.actions import check_action, domain_of
 from denis.assistant.home.backend import DeviceState, HomeUnavailableError, UnknownDeviceError
 from denis.graph.model import Device
-from denis.resilience import prepare_sqlite
+from denis.resilience import prepare_sqlite, transaction
 
 __all__ = ["DemoHome"]
 
@@ -149,14 +149,8 @@ class DemoHome:
         """One short transaction on a fresh connection (safe across threads and processes);
         SQLite failures become ``HomeUnavailableError``, logged once per outage."""
         try:
-            with closing(self._connect()) as db:
-                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
+            with closing(self._connect()) as db, transaction(db, write=write):
+                yield db
         except sqlite3.Error as exc:
             if not self._failing:
                 self._failing = True
