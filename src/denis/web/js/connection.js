@@ -24,6 +24,7 @@
 // A late reply to an uncertain message is still shown. Every HTTP request has a deadline.
 
 import { backoffDelayMs, retryHintMs } from "./backoff.js";
+import { errorCode } from "./errors.js";
 import { requestJson } from "./http.js";
 import { Outbox } from "./outbox.js";
 
@@ -357,7 +358,7 @@ export class Connection {
       this.poll();
       return;
     }
-    const code = result.body && result.body.error ? result.body.error.code : "bad_response";
+    const code = errorCode(result.body);
     this.telemetry.record("error", { detail: String(code) });
     if (this.outbox.settle(item.id)) this.events.error(item, code, result.retryAfterS);
     if (result.status === 401) this.onUnauthorized();

@@ -42,5 +42,3 @@ export function errorCode(body, fallback = "bad_response") {
   const code = body && typeof body === "object" && body.error && body.error.code;
   return typeof code === "string" && code ? code : fallback;
 }
-
-export const KNOWN_CODES = Object.freeze(Object.keys(SENTENCES));
