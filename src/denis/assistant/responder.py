@@ -46,7 +46,6 @@ _log = structlog.get_logger("denis.assistant")
 _CONFIRM_TTL_S = 60.0
 _REPLY_MARGIN_S = 0.3  # kept back from a tool's wait so the reply still goes out in time
 _MIN_TOOL_S = 0.05
-_UNSETTLED = ("queued", "running", "busy")  # sent, not (yet) answered by a worker
 _DEVICE_INTENTS = {
     "HassTurnOn",
     "HassTurnOff",
@@ -326,7 +325,7 @@ class AssistantResponder:
                 answer = self._clock_answer(intent, lang, dt.datetime.now().astimezone())
                 answer.degraded |= degraded
                 return answer
-            key_text = "slow_read" if outcome.state in _UNSETTLED else "busy"
+            key_text = "slow_read" if outcome.unsettled else "busy"
             return _Answer(phrases.say(key_text, lang), intent, slots, tool, degraded)
         if tool.startswith("clock."):
             answer = self._clock_answer(intent, lang, dt.datetime.fromisoformat(result["now"]))
@@ -364,7 +363,7 @@ class AssistantResponder:
         except DenisError as exc:
             _log.info("assistant.tool_unavailable", tool=tool, code=exc.code)
             return JobOutcome(key or "", "busy", TOOLS[tool].queue.value, inline=True), {"async"}
-        degraded = {"async"} if outcome.state in _UNSETTLED else set()
+        degraded = {"async"} if outcome.unsettled else set()
         return outcome, degraded
 
     def _phrase_device_outcome(
@@ -391,7 +390,7 @@ class AssistantResponder:
     ) -> tuple[dict[str, Any], tuple[str, set[str]] | None]:
         """The tool's result, and the reply instead when it did not succeed: not settled in
         time (the ``slow`` phrase), failed, or answered with an error."""
-        if outcome.state in _UNSETTLED:
+        if outcome.unsettled:
             return {}, (phrases.say(slow, lang, action=description), set())
         result = outcome.result if outcome.state == "done" else None
         if not isinstance(result, dict):

@@ -242,7 +242,7 @@ class VoiceOut:
             hops=hops,
             wait=True,
         )
-        if outcome.state in ("queued", "running", "busy"):
+        if outcome.unsettled:
             return "the reply was not spoken in time"
         if outcome.state != "done":
             return f"the TTS job {outcome.state}: {(outcome.error or 'no error given')[:200]}"

@@ -45,6 +45,11 @@ class JobOutcome:
     result: Any = None
     error: str | None = None
 
+    @property
+    def unsettled(self) -> bool:
+        """Sent, but not (yet) answered: the job may still run after the caller gave up."""
+        return self.state in ("queued", "running", "busy")
+
 
 @dataclass(frozen=True, slots=True)
 class _Job:
