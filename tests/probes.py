@@ -3,12 +3,14 @@ crashes in a real process's log.
 
 ``signal_counts`` / ``signal_in`` parse a ``/metrics`` exposition however it was fetched (an
 in-process ``TestClient``, a sync or async ``httpx`` client against a real process);
-``signal_count`` and ``status`` fetch it from an in-process app. A missing counter is an
+``signal_count`` and ``status`` fetch it from an in-process app; ``ws_authenticate`` opens
+``WS /chat`` on a real process. A missing counter is an
 ``AssertionError`` naming it, never a silent zero.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,6 +44,16 @@ def signal_count(client: TestClient, auth: dict[str, str], name: str) -> float:
     response = client.get("/metrics", headers=auth)
     assert response.status_code == 200, response.text
     return signal_in(response.text, name)
+
+
+def ws_authenticate(ws: Any, token: str, timeout_s: float) -> dict[str, Any]:
+    """The first frames of ``WS /chat`` on a real server (a ``websockets`` sync client):
+    ``auth``, then ``auth_ok`` and ``ready`` (returned)."""
+    ws.send(json.dumps({"type": "auth", "token": token}))
+    assert json.loads(ws.recv(timeout=timeout_s))["type"] == "auth_ok"
+    ready: dict[str, Any] = json.loads(ws.recv(timeout=timeout_s))
+    assert ready["type"] == "ready", ready
+    return ready
 
 
 def status(client: TestClient, auth: dict[str, str]) -> dict[str, Any]:

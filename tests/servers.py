@@ -251,6 +251,11 @@ class DenisProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def ws_url(self) -> str:
+        """``WS /chat`` on this server."""
+        return f"ws://127.0.0.1:{self.port}/chat"
+
     def command(self) -> list[str]:
         """What runs the server (the benchmarks' foundation server is another script)."""
         return [sys.executable, "-m", "denis", "serve"]

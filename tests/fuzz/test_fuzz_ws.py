@@ -110,7 +110,7 @@ class Target:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.proc.port}/chat"
+        return self.proc.ws_url
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from denis.api.http_limits import MAX_HEADER_BYTES
+from probes import ws_authenticate
 from servers import DenisProcess, create_token, free_port
 
 pytestmark = pytest.mark.integration
@@ -32,16 +33,6 @@ def raw_request(proc: DenisProcess, request: bytes) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
-
-
-def ws_url(proc: DenisProcess) -> str:
-    return f"ws://127.0.0.1:{proc.port}/chat"
-
-
-def authenticate(ws: ClientConnection, token: str) -> None:
-    ws.send(json.dumps({"type": "auth", "token": token}))
-    assert json.loads(ws.recv(timeout=NO_HANG_S))["type"] == "auth_ok"
-    assert json.loads(ws.recv(timeout=NO_HANG_S))["type"] == "ready"
 
 
 def drain(ws: ClientConnection) -> None:
@@ -108,8 +99,8 @@ def test_a_frame_over_the_limit_closes_the_socket_1009(
     data_dir = tmp_path / "data"
     token = create_token(data_dir, "alice")
     proc = denis_factory({"DENIS_WS_MAX_FRAME_BYTES": "4096"}, data_dir)
-    with connect(ws_url(proc), open_timeout=NO_HANG_S) as ws:
-        authenticate(ws, token)
+    with connect(proc.ws_url, open_timeout=NO_HANG_S) as ws:
+        ws_authenticate(ws, token, NO_HANG_S)
         ws.send(json.dumps({"type": "chat", "id": 1, "text": "x" * 5000}))
         assert close_code(ws)[0] == 1009
 
@@ -120,10 +111,10 @@ def test_a_cross_origin_websocket_is_closed_1008_on_a_real_server(
     data_dir = tmp_path / "data"
     token = create_token(data_dir, "alice")
     proc = denis_factory(data_dir=data_dir)
-    with connect(ws_url(proc), open_timeout=NO_HANG_S, origin="https://evil.example") as ws:
+    with connect(proc.ws_url, open_timeout=NO_HANG_S, origin="https://evil.example") as ws:
         assert close_code(ws) == (1008, "origin_not_allowed")
-    with connect(ws_url(proc), open_timeout=NO_HANG_S, origin=proc.url) as ws:
-        authenticate(ws, token)
+    with connect(proc.ws_url, open_timeout=NO_HANG_S, origin=proc.url) as ws:
+        ws_authenticate(ws, token, NO_HANG_S)
 
 
 def test_connections_per_client_are_capped_on_a_real_server(
@@ -134,13 +125,15 @@ def test_connections_per_client_are_capped_on_a_real_server(
     proc = denis_factory({"DENIS_WS_MAX_CONNECTIONS_PER_CLIENT": "3"}, data_dir)
     with contextlib.ExitStack() as stack:
         for _ in range(3):
-            authenticate(stack.enter_context(connect(ws_url(proc), open_timeout=NO_HANG_S)), token)
-        with connect(ws_url(proc), open_timeout=NO_HANG_S) as extra:
+            ws_authenticate(
+                stack.enter_context(connect(proc.ws_url, open_timeout=NO_HANG_S)), token, NO_HANG_S
+            )
+        with connect(proc.ws_url, open_timeout=NO_HANG_S) as extra:
             code, reason = close_code(extra)
         assert code == 1013
         assert json.loads(reason or "") == {"retry_after_s": 5}
-    with connect(ws_url(proc), open_timeout=NO_HANG_S) as again:
-        authenticate(again, token)
+    with connect(proc.ws_url, open_timeout=NO_HANG_S) as again:
+        ws_authenticate(again, token, NO_HANG_S)
 
 
 def test_no_secret_in_logs_metrics_status_or_error_bodies(
@@ -189,11 +182,11 @@ def test_no_secret_in_logs_metrics_status_or_error_bodies(
         texts.append(client.get("/metrics", headers={"Authorization": f"Bearer {admin}"}).text)
         texts.append(client.get("/status", headers={"Authorization": f"Bearer {admin}"}).text)
     for candidate in (fake_secret, token + "x", 42):
-        with connect(ws_url(proc), open_timeout=NO_HANG_S) as ws:
+        with connect(proc.ws_url, open_timeout=NO_HANG_S) as ws:
             ws.send(json.dumps({"type": "auth", "token": candidate}))
             texts.append(str(ws.recv(timeout=NO_HANG_S)))
-    with connect(ws_url(proc), open_timeout=NO_HANG_S) as ws:
-        authenticate(ws, token)
+    with connect(proc.ws_url, open_timeout=NO_HANG_S) as ws:
+        ws_authenticate(ws, token, NO_HANG_S)
         ws.send(json.dumps({"type": "chat", "id": 1, "text": "turn on the kitchen light"}))
         texts.append(str(ws.recv(timeout=NO_HANG_S)))
     proc.stop()  # flush everything it logs

@@ -7,14 +7,13 @@ import json
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
-from probes import signal_in
+from probes import signal_in, ws_authenticate
 from servers import DenisProcess, create_token
 
 pytestmark = pytest.mark.integration
@@ -22,18 +21,6 @@ pytestmark = pytest.mark.integration
 TRY_AGAIN_LATER = 1013
 SERVICE_RESTART = 1012
 NO_HANG_S = 10.0  # generous bound: proves "did not hang", not a speed
-
-
-def ws_url(proc: DenisProcess) -> str:
-    return f"ws://127.0.0.1:{proc.port}/chat"
-
-
-def authenticate(ws: ClientConnection, token: str) -> dict[str, Any]:
-    ws.send(json.dumps({"type": "auth", "token": token}))
-    assert json.loads(ws.recv(timeout=NO_HANG_S))["type"] == "auth_ok"
-    ready = json.loads(ws.recv(timeout=NO_HANG_S))
-    assert ready["type"] == "ready"
-    return ready
 
 
 def signal_count(proc: DenisProcess, token: str, name: str) -> float:
@@ -52,11 +39,11 @@ def test_a_reconnect_storm_is_refused_1013_with_a_json_retry_hint(
         {"DENIS_WS_RECONNECT_LIMIT": "2", "DENIS_WS_RECONNECT_WINDOW_S": "600"}, data_dir
     )
     for _ in range(2):
-        with connect(ws_url(proc), open_timeout=NO_HANG_S) as ws:
-            ready = authenticate(ws, token)
+        with connect(proc.ws_url, open_timeout=NO_HANG_S) as ws:
+            ready = ws_authenticate(ws, token, NO_HANG_S)
             assert {"zones", "breakers", "queues", "signals"} <= set(ready["status"])
     with (
-        connect(ws_url(proc), open_timeout=NO_HANG_S) as ws,
+        connect(proc.ws_url, open_timeout=NO_HANG_S) as ws,
         pytest.raises(ConnectionClosed) as closed,
     ):
         ws.recv(timeout=NO_HANG_S)
@@ -76,8 +63,8 @@ def test_stopping_the_server_closes_an_open_socket(
     data_dir = tmp_path / "data"
     token = create_token(data_dir, "alice")
     proc = denis_factory({"DENIS_WS_STATUS_S": "3600"}, data_dir)
-    with connect(ws_url(proc), open_timeout=NO_HANG_S) as ws:
-        authenticate(ws, token)
+    with connect(proc.ws_url, open_timeout=NO_HANG_S) as ws:
+        ws_authenticate(ws, token, NO_HANG_S)
         ws.send(json.dumps({"type": "ping", "id": 1, "t": 5}))
         assert json.loads(ws.recv(timeout=NO_HANG_S)) == {"type": "pong", "id": 1, "t": 5}
         assert proc.proc is not None
