@@ -46,6 +46,20 @@ def signal_count(client: TestClient, auth: dict[str, str], name: str) -> float:
     return signal_in(response.text, name)
 
 
+def assert_error(response: Any, status: int, code: str) -> str:
+    """An error answer as DESIGN.md specifies it: ``status``, the body exactly
+    ``{"error": {"code": code, "detail": <a non-empty sentence>}}``, no traceback. Returns the
+    detail."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    detail = body["error"]["detail"]
+    assert body == {"error": {"code": code, "detail": detail}}
+    assert isinstance(detail, str)
+    assert detail
+    assert "Traceback" not in response.text
+    return detail
+
+
 def ws_authenticate(ws: Any, token: str, timeout_s: float) -> dict[str, Any]:
     """The first frames of ``WS /chat`` on a real server (a ``websockets`` sync client):
     ``auth``, then ``auth_ok`` and ``ready`` (returned)."""

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from denis.app import create_app
 from denis.resilience.signals import SEED_SIGNALS as SEED_SIGNAL_ENUM
 from denis.sync_plane import TokenStore
+from probes import assert_error
 from probes import signal_counts as signal_samples
 
 # The 19 seed signal names; tests/unit/test_signals_health.py pins them literally to the seed.
@@ -23,16 +24,6 @@ SECURITY_HEADERS = {
 }
 REPLY_FIELDS = {"reply", "lang", "intent", "trace_id", "degraded", "audio_url"}
 PROTECTED = [("POST", "/chat"), ("GET", "/status"), ("GET", "/metrics")]
-
-
-def assert_error(response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body == {"error": {"code": code, "detail": body["error"]["detail"]}}
-    assert isinstance(body["error"]["detail"], str)
-    assert body["error"]["detail"]
-    assert "Traceback" not in response.text
-    return body["error"]["detail"]
 
 
 def call(client: TestClient, method: str, path: str, headers: dict[str, str] | None = None):

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 from denis.api.body import MAX_JSON_DEPTH
 from denis.api.security import CONTENT_SECURITY_POLICY, same_origin
 from denis.sync_plane import TokenStore
+from probes import assert_error
 
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
@@ -34,15 +35,6 @@ ADMIN_ROUTES = [
 ]
 BODY_ROUTES = ["/chat", "/jobs", "/telemetry"]
 POST_ROUTES = [*BODY_ROUTES, "/admin/dlq/replay", "/admin/dlq/some-key/replay"]
-
-
-def assert_error(response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body == {"error": {"code": code, "detail": body["error"]["detail"]}}
-    assert body["error"]["detail"]
-    assert "Traceback" not in response.text
-    return str(body["error"]["detail"])
 
 
 def strict_json(literal: str) -> Any:

@@ -12,17 +12,14 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+import probes
+
 MAX_BODY = 1024  # the smallest max_body_bytes Settings accepts
 
 
 def assert_error(response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body == {"error": {"code": code, "detail": body["error"]["detail"]}}
-    detail = body["error"]["detail"]
-    assert isinstance(detail, str)
-    assert detail
-    assert "Traceback" not in response.text
+    """``probes.assert_error``, with no source path either and the trace id header."""
+    detail = probes.assert_error(response, status, code)
     assert "File " not in response.text
     assert response.headers["x-trace-id"]
     return detail

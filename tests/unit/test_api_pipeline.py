@@ -13,7 +13,7 @@ import pytest
 
 from denis.resilience import Deadline, ManualClock
 from denis.sync_plane import GateVerdict, Reply, TokenStore, Turn
-from probes import signal_count, status
+from probes import assert_error, signal_count, status
 
 HELLO = {"text": "hello"}
 # Generous bound for the responder's cancellation to be recorded: it normally already is when
@@ -22,16 +22,6 @@ NO_HANG_S = 10.0
 # Long enough that only the deadline can end it; short enough that a leaked task is harmless.
 FOREVER_S = 60.0
 TIMEOUT_S = 0.5  # the request deadline in the deadline tests (real time)
-
-
-def assert_error(response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body == {"error": {"code": code, "detail": body["error"]["detail"]}}
-    assert isinstance(body["error"]["detail"], str)
-    assert body["error"]["detail"]
-    assert "Traceback" not in response.text
-    return body["error"]["detail"]
 
 
 def retry_after(response) -> int:

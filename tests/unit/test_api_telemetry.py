@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from denis.api.telemetry import MAX_BATCH_BYTES, MAX_EVENTS
-from probes import signal_count, status
+from probes import assert_error, signal_count, status
 
 AT = 1_712_345_678_901
 
@@ -42,16 +42,6 @@ def rtt(ms: float) -> dict[str, Any]:
 
 def voice(ms: float) -> dict[str, Any]:
     return {"type": "voice", "at": AT, "value": ms}
-
-
-def assert_error(response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "detail"}
-    assert body["error"]["code"] == code
-    assert body["error"]["detail"]
-    assert "Traceback" not in response.text
 
 
 def test_a_batch_is_accepted_and_measured(make_client, auth) -> None:

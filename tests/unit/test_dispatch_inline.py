@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from denis.async_plane import JobLedger
 from denis.async_plane.monitor import WORK_QUEUES
 from denis.async_plane.queues import POLICIES, Queue
-from probes import signal_count
+from probes import assert_error, signal_count
 
 BACKGROUND = [q.value for q, policy in POLICIES.items() if policy.background and q in WORK_QUEUES]
 FOREGROUND = [q.value for q, policy in POLICIES.items() if not policy.background]
@@ -30,15 +30,6 @@ def bearer(token: str) -> dict[str, str]:
 
 def post_job(client: TestClient, token: str, body: Any, **headers: str):
     return client.post("/jobs", json=body, headers={**bearer(token), **headers})
-
-
-def assert_error(response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert body["error"]["detail"]
-    assert "Traceback" not in response.text
 
 
 def effects(data_dir: Path) -> list[dict[str, Any]]:
