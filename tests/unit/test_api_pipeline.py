@@ -391,6 +391,32 @@ def test_an_unexpected_error_in_a_route_is_a_503_body(make_client) -> None:
     assert client.get("/healthz").status_code == 200
 
 
+def test_post_chat_is_answered_before_fastapis_layers_and_keeps_the_edge(make_client, auth) -> None:
+    """``denis.api.edge``: ``POST /chat`` never enters FastAPI's middleware stack (its cost is
+    the point), everything else does; both get the edge's trace id and security headers."""
+    client = make_client()
+    entered: list[str] = []
+    stack = client.app.middleware_stack
+
+    async def recorded(scope, receive, send) -> None:
+        entered.append(f"{scope.get('method')} {scope['path']}")
+        await stack(scope, receive, send)
+
+    client.app.middleware_stack = recorded
+    chat = client.post("/chat", json=HELLO, headers=auth)
+    wrong = client.post("/chat", json={"text": ""}, headers=auth)
+    ops = client.get("/status", headers=auth)
+    assert chat.status_code == 200
+    assert chat.json()["reply"]
+    assert_error(wrong, 422, "invalid_input")
+    assert ops.status_code == 200
+    assert entered == ["GET /status"]
+    for response in (chat, wrong, ops):
+        assert response.headers["x-trace-id"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+    assert chat.headers["x-trace-id"] == chat.json()["trace_id"]
+
+
 def test_a_malformed_reply_is_a_503_body_over_http_and_in_band_over_ws(
     make_client, token, auth
 ) -> None:

@@ -3,12 +3,11 @@
 The API's hot path, kept lean on purpose (``benchmarks/bench_pipeline.py``, RESULTS.md
 section 1):
 
-- served by a plain Starlette route: the handler takes the ``Request`` and returns a
-  ``Response``, so FastAPI's per-request machinery (dependency solving, endpoint wrapping,
-  about 30 µs a turn, ``benchmarks/RESULTS.md``) does no work for it. The same handler is
-  also registered as a FastAPI path operation after it, never reached (the Starlette route
-  matches ``POST /chat`` first), so ``/chat`` stays in the OpenAPI schema, unchanged. Errors
-  go through the app's handlers either way;
+- answered by ``denis.api.edge`` straight after the edge middlewares, outside FastAPI's own
+  layers (about 40 µs of the event loop a turn, ``benchmarks/RESULTS.md`` section 1): the
+  handler takes the ``Request`` and returns a ``Response``, and raises only ``DenisError``.
+  It is also registered as a FastAPI path operation, never reached, so ``/chat`` is in the
+  OpenAPI schema;
 - the services come from ``app.state`` with ``get_services``, as the WebSocket route does;
 - the reply is encoded once to the exact bytes ``JSONResponse`` would send, without
   ``dataclasses.asdict``.
@@ -24,7 +23,7 @@ from denis.api.trace import current_trace_id
 from denis.resilience import HOP_HEADER, Deadline, check_hops, parse_hop_header
 from denis.sync_plane import TurnRequest
 
-__all__ = ["router"]
+__all__ = ["post_chat", "router"]
 
 router = APIRouter()
 
@@ -51,5 +50,5 @@ async def post_chat(request: Request) -> Response:
     return Response(encode_json(reply_fields(reply)), media_type="application/json")
 
 
-router.add_route("/chat", post_chat, methods=["POST"])  # serves every POST /chat
-router.add_api_route("/chat", post_chat, methods=["POST"], response_class=Response)  # the schema
+# For the schema only: ``denis.api.edge`` answers every POST /chat before FastAPI's router.
+router.add_api_route("/chat", post_chat, methods=["POST"], response_class=Response)

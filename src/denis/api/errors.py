@@ -100,7 +100,14 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, str(exc.detail)), status, headers=exc.headers)
 
 
+async def _unexpected_error(_: Request, __: Exception) -> JSONResponse:
+    """Starlette's ``ServerErrorMiddleware`` answers with this instead of a 500, then re-raises
+    the error to ``TraceMiddleware``, which logs it (``denis.api.edge``)."""
+    return unexpected_response()
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unexpected_error)
     app.add_exception_handler(e.DenisError, _denis_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -11,11 +11,10 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from denis.api import audio, chat, jobs, ops, telemetry, websocket
+from denis.api.edge import DenisApi
 from denis.api.errors import install_error_handlers
 from denis.api.openapi import install_openapi
-from denis.api.security import SecurityMiddleware
 from denis.api.services import Services
-from denis.api.trace import TraceMiddleware
 
 __all__ = ["build_api"]
 
@@ -32,7 +31,7 @@ def build_api(open_services: Callable[[], AbstractAsyncContextManager[Services]]
             finally:
                 app.state.services = None
 
-    app = FastAPI(
+    app = DenisApi(
         title="Denis",
         version="0.1.0",
         lifespan=lifespan,
@@ -55,6 +54,4 @@ def build_api(open_services: Callable[[], AbstractAsyncContextManager[Services]]
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
-    app.add_middleware(SecurityMiddleware)
-    app.add_middleware(TraceMiddleware)  # outermost: its headers and 503 cover the rest
-    return app
+    return app  # its edge middlewares (trace, security) wrap every request: denis.api.edge
