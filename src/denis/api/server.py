@@ -1,5 +1,6 @@
 """Runs the ASGI app under uvicorn with Denis's limits: WebSocket frame size, request line and
-headers (``http_limits``: 431 past 64 KiB), keep-alive and graceful shutdown."""
+headers (``http_limits``: 431 past 64 KiB), keep-alive and graceful shutdown, and Denis's
+HTTP protocol (``http_protocol``: a response's head and body in one write)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import uvicorn
 from fastapi import FastAPI
 
-from denis.api.http_limits import BoundedHttpTools
+from denis.api.http_protocol import DenisHttpTools
 from denis.settings import ApiSettings
 
 __all__ = ["serve"]
@@ -28,7 +29,7 @@ def serve(app: FastAPI, settings: ApiSettings) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        http=BoundedHttpTools,
+        http=DenisHttpTools,
         ws_max_size=settings.ws_max_frame_bytes,
         log_config=None,
         access_log=False,

@@ -1,0 +1,67 @@
+"""The HTTP protocol ``denis serve`` runs: uvicorn's httptools protocol with the header cap of
+``denis.api.http_limits``, and each response's head and first body part sent in one write.
+
+uvicorn writes a response's status line and headers when the app sends
+``http.response.start`` and the body when it sends ``http.response.body``: two writes, two
+``send`` system calls and two TCP segments for every reply, and a reply of Denis is one small
+JSON body. ``_HeadWithBody`` holds the head until the first body part (or a close) and writes
+them together; every later part is written as it comes, so a streamed response still streams.
+Measured under load (``benchmarks/RESULTS.md`` section 1, fifth round): about 10 to 20 µs less
+of the event loop's CPU a request. The interim ``100 Continue``, which the client waits for
+before sending a body, is never held.
+
+It wraps the transport of each request's ``RequestResponseCycle`` only, the one object that
+writes a response; the connection's own transport (flow control, the 431 refusal, a WebSocket
+upgrade) is untouched. ``tests/unit/test_http_protocol.py`` checks the writes on a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from denis.api.http_limits import BoundedHttpTools
+
+__all__ = ["DenisHttpTools"]
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # what uvicorn writes, at once
+
+
+class _HeadWithBody:
+    """The write side of one response: the first write (its head) waits for the second."""
+
+    __slots__ = ("_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None  # None: nothing written yet; b"": the head went out
+
+    def write(self, data: bytes) -> None:
+        if self._held is None and data != _CONTINUE:
+            self._held = data
+            return
+        if self._held:
+            data = self._held + data
+            self._held = b""
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._held:
+            self._transport.write(self._held)
+            self._held = b""
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class DenisHttpTools(BoundedHttpTools):
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        # None or a finished cycle's when the request was an upgrade (a WebSocket)
+        if cycle is not None and cycle.scope is self.scope:
+            cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]

@@ -1,0 +1,154 @@
+"""``DenisHttpTools`` on a real uvicorn server over loopback: a response's head and body go out
+in one write, a streamed response still streams, and ``100 Continue`` is never held.
+
+Each connection's transport is wrapped (in a test subclass) to record what the server writes;
+the protocol, parser, response cycle and sockets are uvicorn's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from denis.api.http_protocol import DenisHttpTools
+from servers import free_port, wait_for_port
+
+pytestmark = pytest.mark.timeout(30)
+
+_BODY = b'{"reply":"hello"}'
+
+
+class _Recorded:
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def recording(writes: list[bytes]) -> type[DenisHttpTools]:
+    class Recording(DenisHttpTools):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self.transport = _Recorded(transport, writes)  # type: ignore[assignment]
+
+    return Recording
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one", b"two", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+            await scope["state"]["next"].wait()
+            scope["state"]["next"].clear()
+        await send({"type": "http.response.body", "body": b""})
+        return
+    reply = body or _BODY
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(reply))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": reply})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[int, list[bytes], asyncio.Event]]:
+    writes: list[bytes] = []
+    step = asyncio.Event()
+
+    async def with_state(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["state"] = {"next": step}
+        await app(scope, receive, send)
+
+    port = free_port()
+    config = uvicorn.Config(
+        with_state,
+        host="127.0.0.1",
+        port=port,
+        http=recording(writes),
+        lifespan="off",
+        log_config=None,
+    )
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve())
+    await asyncio.to_thread(wait_for_port, port)
+    try:
+        yield port, writes, step
+    finally:
+        srv.should_exit = True
+        await task
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return head, await reader.readexactly(length)
+
+
+async def test_a_response_head_and_body_go_out_in_one_write(server) -> None:
+    port, writes, _ = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = b"GET /chat HTTP/1.1\r\nhost: x\r\n\r\n"
+    for _ in range(2):  # and again on the same keep-alive connection
+        writer.write(request)
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert body == _BODY
+    writer.close()
+    assert len(writes) == 2
+    assert all(
+        w.startswith(b"HTTP/1.1 200 OK\r\n") and w.endswith(b"\r\n\r\n" + _BODY) for w in writes
+    )
+
+
+async def test_a_streamed_response_still_streams(server) -> None:
+    port, writes, step = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+    await reader.readuntil(b"\r\n\r\n")
+    # each part arrives before the app is let to send the next
+    for part in (b"one", b"two", b"three"):
+        size = int(await reader.readuntil(b"\r\n"), 16)
+        assert await reader.readexactly(size + 2) == part + b"\r\n"
+        step.set()
+    assert await reader.readuntil(b"0\r\n\r\n") == b"0\r\n\r\n"
+    writer.close()
+    assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert writes[0].endswith(b"\r\n\r\n3\r\none\r\n")  # the head with the first part
+    assert writes[1:] == [b"3\r\ntwo\r\n", b"5\r\nthree\r\n", b"0\r\n\r\n"]
+
+
+async def test_100_continue_is_sent_at_once(server) -> None:
+    port, writes, _ = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b'{"text":"hi"}'
+    writer.write(
+        b"POST /chat HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+        b"content-length: %d\r\n\r\n" % len(body)
+    )
+    # the server answers 100 before the client sends the body (the client waits for it)
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    head, reply = await read_response(reader)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert reply == body
+    assert writes[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert len(writes) == 2
+    assert writes[1].endswith(b"\r\n\r\n" + body)
