@@ -365,7 +365,7 @@ async def test_decision_traces_never_block_and_are_written_back_after_restart(
 ) -> None:
     traces_n = 1200  # more than one write-back round (5 batches of 200)
     spill = data_dir / "decisiontrace.jsonl"
-    async with graph_zone(neo4j_server, data_dir) as zone:
+    async with graph_zone(neo4j_server, data_dir, trace_batch_size=200) as zone:
         recorder = zone.graph.traces
         neo4j_server.kill()
 
