@@ -2,6 +2,9 @@
 
 Real Denis processes on real ``redis-server``s; the Redis breaker's cool-down is 300 s, so once
 open it stays open for the whole measurement (no half-open probe waits on the hung Redis).
+Each process is ``denis serve`` with the sync plane's ``BasicResponder``
+(``harness.FoundationProcess``), the pipeline issue 2 measures, as in section 1: the
+assistant's intents, tools and graph routes (section 6) are not what this measures.
 
 - A and B use Redis R, which gets SIGSTOPped (it accepts connections and never answers).
 - H uses Redis R', which stays healthy: a same-time healthy reference. Measurement blocks
@@ -35,6 +38,7 @@ import httpx
 from harness import (
     HIGH_LIMITS,
     DenisProcess,
+    FoundationProcess,
     LoadResult,
     RedisServer,
     chat_request,
@@ -177,9 +181,9 @@ def run() -> str:
             }
 
         processes = {
-            "A": DenisProcess(data_dir, env(hung_redis)),
-            "B": DenisProcess(data_dir, env(hung_redis)),
-            "H": DenisProcess(data_dir, env(healthy_redis)),
+            "A": FoundationProcess(data_dir, env(hung_redis)),
+            "B": FoundationProcess(data_dir, env(hung_redis)),
+            "H": FoundationProcess(data_dir, env(healthy_redis)),
         }
         with started(hung_redis, healthy_redis, *processes.values()):
             hung_redis.start()
