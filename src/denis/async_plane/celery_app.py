@@ -13,6 +13,7 @@ ignore time limits). The soft limit raises inside the job and counts as a failed
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -31,7 +32,7 @@ from kombu.exceptions import ChannelError
 from kombu.transport import filesystem as kombu_filesystem
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import dumps
+from kombu.utils.json import dumps, loads
 
 from denis.async_plane.ledger import JobLedger
 from denis.async_plane.queues import POLICIES, Queue
@@ -94,7 +95,10 @@ class RedisTransport(kombu_redis.Transport):
 
 
 class _FilesystemChannel(kombu_filesystem.Channel):
-    """kombu's file queue writes a message straight into its final ``*.msg`` name. When the
+    """kombu's file queue, with two races closed: a message half-written (``_put``) and an
+    exchange table written twice at once (``_queue_bind``, ``get_table``).
+
+    kombu's file queue writes a message straight into its final ``*.msg`` name. When the
     write fails (a full disk) it leaves an empty or truncated file behind, and a worker that
     picks it up dies with an unrecoverable ``JSONDecodeError`` (seen in the async chaos tests;
     a reader can also catch a file half-written). Here a message is written under a name no
@@ -111,6 +115,45 @@ class _FilesystemChannel(kombu_filesystem.Channel):
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
             raise ChannelError(f"Cannot add file {str(final)!r} to directory") from exc
+
+    def get_table(self, exchange: str) -> list[Any]:
+        """Read under the shared lock; a table just created and not yet written is empty."""
+        file: Path = self._exchange_file(exchange)  # type: ignore[attr-defined]  # validates the name
+        try:
+            with file.open("rb") as table:
+                fcntl.flock(table, fcntl.LOCK_SH)
+                return _bindings(table.read())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ChannelError(f"Cannot open {file}") from exc
+
+    def _queue_bind(
+        self, exchange: str, routing_key: str | None, pattern: str | None, queue: str | None
+    ) -> None:
+        """kombu opens a new table truncated (``wb``) before it takes the lock, so two workers
+        starting together could each write it at offset 0, leaving the shorter table followed
+        by the tail of the longer: the next reader died with an unrecoverable
+        ``JSONDecodeError`` ("Extra data", seen in CI). Here the table is opened without
+        truncating, locked, read, and rewritten whole under the lock."""
+        file: Path = self._exchange_file(exchange)  # type: ignore[attr-defined]  # validates the name
+        self.control_folder.mkdir(exist_ok=True)
+        binding = kombu_filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        try:
+            fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "r+b", buffering=0) as table:
+                fcntl.flock(table, fcntl.LOCK_EX)
+                bindings = _bindings(table.read())
+                if binding not in bindings:
+                    table.seek(0)
+                    table.write(dumps([binding, *bindings]).encode())
+                    table.truncate()
+        except OSError as exc:
+            raise ChannelError(f"Cannot open {file}") from exc
+
+
+def _bindings(raw: bytes) -> list[Any]:
+    return [kombu_filesystem.exchange_queue_t(*row) for row in loads(raw)] if raw.strip() else []
 
 
 class FilesystemTransport(kombu_filesystem.Transport):
