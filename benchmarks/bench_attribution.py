@@ -35,9 +35,8 @@ from harness import (
     FoundationProcess,
     chat_request,
     create_token,
+    load_rounds,
     md_table,
-    measure_load,
-    rotated,
     run_async,
     started,
     warm_up,
@@ -72,18 +71,11 @@ async def _measure(
     requests = {name: chat_request(t.port, token) for name, t in targets.items()}
     await warm_up(targets, requests)
     rounds = {name: _Rounds() for name in targets}
-    for round_no in range(ROUNDS):
-        for name in rotated(list(targets), round_no):
-            sample = await measure_load(
-                name,
-                targets[name],
-                requests[name],
-                concurrency=LOAD_CONCURRENCY,
-                total=LOAD_TOTAL,
-            )
-            rounds[name].rps.append(sample.result.throughput_rps)
-            rounds[name].cpu_us.append(sample.cpu_us)
-            rounds[name].main_us.append(sample.main_us)
+    samples = load_rounds(targets, requests, ROUNDS, concurrency=LOAD_CONCURRENCY, total=LOAD_TOTAL)
+    async for name, sample in samples:
+        rounds[name].rps.append(sample.result.throughput_rps)
+        rounds[name].cpu_us.append(sample.cpu_us)
+        rounds[name].main_us.append(sample.main_us)
     return rounds
 
 

@@ -47,9 +47,9 @@ from harness import (
     RedisServer,
     chat_request,
     create_token,
+    load_rounds,
     make_bare_app,
     md_table,
-    measure_load,
     ms,
     percentile,
     rotated,
@@ -179,24 +179,15 @@ async def _over_sockets(
     requests = {name: chat_request(t.port, token) for name, t in targets.items()}
     await warm_up(targets, requests)
     sequential: dict[str, list[float]] = {name: [] for name in targets}
-    for round_no in range(SEQ_ROUNDS):
-        for name in rotated(list(targets), round_no):
-            sample = await measure_load(
-                name, targets[name], requests[name], concurrency=1, total=SEQ_BLOCK
-            )
-            sequential[name].extend(sample.result.latencies_s)
+    async for name, sample in load_rounds(
+        targets, requests, SEQ_ROUNDS, concurrency=1, total=SEQ_BLOCK
+    ):
+        sequential[name].extend(sample.result.latencies_s)
     loaded: dict[str, list[LoadSample]] = {name: [] for name in targets}
-    for round_no in range(LOAD_ROUNDS):
-        for name in rotated(list(targets), round_no):
-            loaded[name].append(
-                await measure_load(
-                    name,
-                    targets[name],
-                    requests[name],
-                    concurrency=LOAD_CONCURRENCY,
-                    total=LOAD_TOTAL,
-                )
-            )
+    async for name, sample in load_rounds(
+        targets, requests, LOAD_ROUNDS, concurrency=LOAD_CONCURRENCY, total=LOAD_TOTAL
+    ):
+        loaded[name].append(sample)
     return sequential, loaded
 
 

@@ -28,10 +28,9 @@ from harness import (
     RedisServer,
     chat_request,
     create_token,
+    load_rounds,
     md_table,
-    measure_load,
     percentile,
-    rotated,
     run_async,
     run_load,
     started,
@@ -58,20 +57,13 @@ async def _measure(
     requests = {name: chat_request(t.port, token) for name, t in targets.items()}
     await warm_up(targets, requests, WARMUP)
     out = {name: Rounds() for name in targets}
-    for round_no in range(rounds):
-        for name in rotated(list(targets), round_no):
-            sample = await measure_load(
-                name,
-                targets[name],
-                requests[name],
-                concurrency=LOAD_CONCURRENCY,
-                total=LOAD_TOTAL,
-            )
-            out[name].rps.append(sample.result.throughput_rps)
-            out[name].cpu_us.append(sample.cpu_us)
-            port = targets[name].port
-            sequential = await run_load(port, requests[name], concurrency=1, total=SEQ_TOTAL)
-            out[name].sequential_s.extend(sequential.latencies_s)
+    samples = load_rounds(targets, requests, rounds, concurrency=LOAD_CONCURRENCY, total=LOAD_TOTAL)
+    async for name, sample in samples:
+        out[name].rps.append(sample.result.throughput_rps)
+        out[name].cpu_us.append(sample.cpu_us)
+        port = targets[name].port
+        sequential = await run_load(port, requests[name], concurrency=1, total=SEQ_TOTAL)
+        out[name].sequential_s.extend(sequential.latencies_s)
     return out
 
 

@@ -17,7 +17,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ __all__ = [
     "RedisServer",
     "chat_request",
     "create_token",
+    "load_rounds",
     "machine_line",
     "make_bare_app",
     "md_table",
@@ -277,6 +278,24 @@ async def measure_load(
         (server_cpu_s(pid) - cpu_before) * per_request_us,
         (server_cpu_s(pid, main_thread=True) - main_before) * per_request_us,
     )
+
+
+async def load_rounds(
+    targets: Mapping[str, BareProcess | DenisProcess],
+    requests: Mapping[str, bytes],
+    rounds: int,
+    *,
+    concurrency: int,
+    total: int,
+) -> AsyncIterator[tuple[str, LoadSample]]:
+    """``rounds`` blocks of ``measure_load`` per target, in ``rotated`` order, each sample
+    yielded as it is taken (the caller may measure more before the next block)."""
+    for round_no in range(rounds):
+        for name in rotated(list(targets), round_no):
+            sample = await measure_load(
+                name, targets[name], requests[name], concurrency=concurrency, total=total
+            )
+            yield name, sample
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
