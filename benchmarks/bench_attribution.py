@@ -24,9 +24,7 @@ Run: ``.venv/bin/python benchmarks/run_all.py attribution`` (about 2 minutes).
 from __future__ import annotations
 
 import statistics
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from foundation_server import SKIPPABLE
 from harness import (
@@ -34,12 +32,12 @@ from harness import (
     BareProcess,
     FoundationProcess,
     chat_request,
-    create_token,
     load_rounds,
     md_table,
     run_async,
     started,
     warm_up,
+    workspace,
 )
 
 LOAD_CONCURRENCY = 16
@@ -80,11 +78,7 @@ async def _measure(
 
 
 def run() -> str:
-    with tempfile.TemporaryDirectory(prefix="denis-bench-") as tmp:
-        work = Path(tmp)
-        data_dir = work / "data"
-        data_dir.mkdir()
-        token = create_token(data_dir, "bench")
+    with workspace() as (work, data_dir, token):
 
         def denis(name: str, skip: str) -> FoundationProcess:
             graph = work / "graph" / name / "db"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import tempfile
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -46,7 +45,6 @@ from harness import (
     LoadSample,
     RedisServer,
     chat_request,
-    create_token,
     load_rounds,
     make_bare_app,
     md_table,
@@ -56,6 +54,7 @@ from harness import (
     run_async,
     started,
     warm_up,
+    workspace,
 )
 
 INPROC_WARMUP = 300
@@ -219,11 +218,7 @@ def _throughput_rows(
 def run() -> str:
     configure_logging("INFO")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the client's per-request log line
-    with tempfile.TemporaryDirectory(prefix="denis-bench-") as tmp:
-        work = Path(tmp)
-        data_dir = work / "data"
-        data_dir.mkdir()
-        token = create_token(data_dir, "bench")
+    with workspace() as (work, data_dir, token):
         redis = RedisServer(work / "redis")
         bare = BareProcess(work / "bare.log")
 

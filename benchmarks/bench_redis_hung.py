@@ -29,9 +29,7 @@ Run: ``.venv/bin/python benchmarks/bench_redis_hung.py`` (or ``make bench`` for 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
@@ -42,12 +40,12 @@ from harness import (
     LoadResult,
     RedisServer,
     chat_request,
-    create_token,
     md_table,
     ms,
     run_async,
     run_load,
     started,
+    workspace,
 )
 
 COOLDOWN_S = 300
@@ -164,11 +162,7 @@ def _rows(
 
 
 def run() -> str:
-    with tempfile.TemporaryDirectory(prefix="denis-bench-") as tmp:
-        work = Path(tmp)
-        data_dir = work / "data"
-        data_dir.mkdir()
-        token = create_token(data_dir, "bench")
+    with workspace() as (work, data_dir, token):
         hung_redis, healthy_redis = RedisServer(work / "r"), RedisServer(work / "r-healthy")
 
         def env(redis: RedisServer) -> dict[str, str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from harness import (
     FoundationProcess,
     RedisServer,
     chat_request,
-    create_token,
     load_rounds,
     md_table,
     percentile,
@@ -35,6 +33,7 @@ from harness import (
     run_load,
     started,
     warm_up,
+    workspace,
 )
 
 LOAD_CONCURRENCY = 16
@@ -102,11 +101,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     versions = {"before": args.before.resolve(), "after": args.after.resolve()}
-    with tempfile.TemporaryDirectory(prefix="denis-compare-") as tmp:
-        work = Path(tmp)
-        data_dir = work / "data"
-        data_dir.mkdir()
-        token = create_token(data_dir, "bench")
+    with workspace("denis-compare-") as (work, data_dir, token):
         redis = RedisServer(work / "redis")
         targets: dict[str, BareProcess | FoundationProcess] = {BARE: BareProcess(work / "bare.log")}
         with started(redis):

@@ -16,11 +16,12 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -35,6 +36,7 @@ __all__ = [
     "CHAT_TEXT",
     "HIGH_LIMITS",
     "BareProcess",
+    "BenchDirs",
     "DenisProcess",
     "FoundationProcess",
     "LoadResult",
@@ -55,6 +57,7 @@ __all__ = [
     "server_cpu_s",
     "started",
     "warm_up",
+    "workspace",
 ]
 
 T = TypeVar("T")
@@ -316,6 +319,25 @@ def server_cpu_s(pid: int, *, main_thread: bool = False) -> float:
     stat = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat")
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class BenchDirs(NamedTuple):
+    """A benchmark's scratch space: ``work`` for logs and graphs, ``data`` the Denis data
+    directory the servers share, ``token`` a bearer token valid there."""
+
+    work: Path
+    data: Path
+    token: str
+
+
+@contextlib.contextmanager
+def workspace(prefix: str = "denis-bench-") -> Iterator[BenchDirs]:
+    """A temporary directory with a data directory and a token in it, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        data = work / "data"
+        data.mkdir()
+        yield BenchDirs(work, data, create_token(data, "bench"))
 
 
 @contextlib.contextmanager
