@@ -51,10 +51,7 @@ class _HeadWithBody:
             self._held = b""
         self._transport.close()
 
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
         return getattr(self._transport, name)
 
 
