@@ -15,21 +15,17 @@ from typing import Any
 
 from kombu import Connection
 
-from denis.async_plane.celery_app import FilesystemTransport
+from denis.async_plane.celery_app import FilesystemTransport, _broker
+from denis.settings import Settings
 
 PROCESSES = 6
 ROUNDS = 40
 
 
 def _connection(root: Path) -> Connection:
-    folders = {name: str(root / name) for name in ("queue", "processed", "control")}
-    options = {
-        "data_folder_in": folders["queue"],
-        "data_folder_out": folders["queue"],
-        "processed_folder": folders["processed"],
-        "control_folder": folders["control"],
-    }
-    return Connection(transport=FilesystemTransport, transport_options=options)
+    """The embedded broker exactly as Denis configures it for a data directory."""
+    url, options = _broker(Settings(data_dir=root).async_plane)
+    return Connection(url, transport=FilesystemTransport, transport_options=options)
 
 
 def _bind_in_a_process(root: str, queue: str, start: Any, results: Any) -> None:
@@ -48,8 +44,6 @@ def _bind_in_a_process(root: str, queue: str, start: Any, results: Any) -> None:
 
 
 def test_workers_binding_queues_to_a_new_table_at_once_lose_nothing(tmp_path: Path) -> None:
-    for folder in ("queue", "processed", "control"):
-        (tmp_path / folder).mkdir()
     queues = [f"q{'x' * (3 * n)}" for n in range(PROCESSES)]  # tables of different lengths
     spawn = multiprocessing.get_context("spawn")
     start, results = spawn.Barrier(PROCESSES), spawn.Queue()
