@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
@@ -41,7 +43,7 @@ from denis.graph import (
     read_home_file,
 )
 from denis.graph.cache import LegacyCache, decide
-from denis.graph.embedded_store import EmbeddedGraphStore
+from denis.graph.embedded_store import EmbeddedGraphStore, _encode_traces
 from denis.graph.traces import TraceRecorder
 from denis.resilience import CircuitBreaker, Deadline, HealthBoard, ManualClock, Signal, Signals
 from denis.resilience.metrics import Metrics
@@ -774,3 +776,42 @@ def write_text(path: Path, text: str) -> None:
 def read_traces(path: Path) -> list[DecisionTrace]:
     lines = path.read_text("utf-8").splitlines()
     return [DecisionTrace.from_json(json.loads(line)) for line in lines]
+
+
+_VALUES = st.text(alphabet=st.sampled_from(["a", "é", " ", ",", "~", "!", "\x1e", "\x1f", "🙂"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_VALUES, _VALUES, _VALUES, st.none() | _VALUES, st.booleans()),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_trace_batch_encodes_to_exactly_its_rows_and_fields(
+    rows: list[tuple[str, str, str, str | None, bool]],
+) -> None:
+    """The embedded store's one-string batch (``_encode_traces``) splits back into one row per
+    trace and nine fields per row, each value with the separators replaced, whether the batch
+    took the as-is join or was rebuilt value by value."""
+    traces = [
+        trace(n, user=user, text=text, intent=intent, tool=tool, modes=("sync",) if m else ())
+        for n, (user, text, intent, tool, m) in enumerate(rows)
+    ]
+    clean = str.maketrans({"\x1e": "\ufffd", "\x1f": "\ufffd"})
+    decoded = [row.split("\x1f") for row in _encode_traces(traces).split("\x1e")]
+    assert decoded == [
+        [
+            f"~{t.trace_id}",
+            f"~{t.at}",
+            "~" + t.user.translate(clean),
+            "~" + t.text.translate(clean),
+            "~" + t.intent.translate(clean),
+            "!" if t.tool is None else "~" + t.tool.translate(clean),
+            f"~{t.outcome}",
+            f"~{float(t.duration_ms)!r}",
+            "~" + ",".join(t.modes),
+        ]
+        for t in traces
+    ]
