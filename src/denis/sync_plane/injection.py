@@ -55,18 +55,55 @@ class InjectionDetector(Protocol):
     def inspect(self, text: str) -> GateVerdict: ...
 
 
+_RULE_FLAGS = re.IGNORECASE | re.DOTALL
+# ``\s`` in Unicode mode, not in ASCII mode: a text holding one takes the Unicode patterns
+_UNICODE_ONLY_SPACES = re.compile(r"[\x1c-\x1f]")
+
+
+def _ascii_twins(
+    rules: list[tuple[str, re.Pattern[str]]],
+) -> list[tuple[str, re.Pattern[str]]] | None:
+    """The same patterns in ASCII mode, or None when they might not answer alike on ASCII text.
+
+    On a text of ASCII characters only (and none of the four separators ``\\s`` takes only in
+    Unicode mode) a pattern gives the same verdict in ASCII mode, where case folding and ``\\w``,
+    ``\\b``, ``\\s`` need no Unicode tables (about 40 % faster over the default rules), unless the
+    pattern names a non-ASCII character that matches an ASCII letter when cases are ignored:
+    only U+0130, U+0131, U+017F and U+212A do (``tests/unit/test_injection_gate.py`` checks it),
+    all above U+00FF. So a rule set gets twins only if every pattern is written in characters up
+    to U+00FF, without ``\\u``, ``\\U`` or ``\\N`` escapes, and compiles in ASCII mode."""
+    twins = []
+    for name, pattern in rules:
+        source = pattern.pattern
+        if max(map(ord, source), default=0) > 0xFF or any(
+            escape in source for escape in ("\\u", "\\U", "\\N")
+        ):
+            return None
+        try:
+            twins.append((name, re.compile(source, _RULE_FLAGS | re.ASCII)))
+        except (re.error, ValueError):  # an inline (?u): "ASCII and UNICODE flags are incompatible"
+            return None
+    return twins
+
+
 class RuleInjectionDetector:
     layer = "rules"
 
     def __init__(self, rules: dict[str, str] | None = None) -> None:
         source = RULES if rules is None else rules
-        self._rules = [
-            (name, re.compile(rx, re.IGNORECASE | re.DOTALL)) for name, rx in source.items()
-        ]
+        self._rules = [(name, re.compile(rx, _RULE_FLAGS)) for name, rx in source.items()]
+        self._ascii_rules = _ascii_twins(self._rules)
         self._passed = GateVerdict(blocked=False, score=0.0, layer=self.layer)  # frozen: shared
 
     def inspect(self, text: str) -> GateVerdict:
-        for name, pattern in self._rules:
+        rules = self._rules
+        if (
+            self._ascii_rules is not None
+            and text.isascii()
+            and not _UNICODE_ONLY_SPACES.search(text)
+        ):
+            rules = self._ascii_rules
+        for name, pattern in rules:
             if pattern.search(text):
                 return GateVerdict(blocked=True, score=1.0, layer=self.layer, rule=name)
         return self._passed
