@@ -1,5 +1,6 @@
 """``DenisHttpTools`` on a real uvicorn server over loopback: a response's head and body go out
-in one write, a streamed response still streams, and ``100 Continue`` is never held.
+in one write, a streamed response still streams, ``100 Continue`` is never held, and the
+security headers are in every reply exactly once.
 
 Each connection's transport is wrapped (in a test subclass) to record what the server writes;
 the protocol, parser, response cycle and sockets are uvicorn's own.
@@ -13,8 +14,11 @@ from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from denis.api.http_protocol import DenisHttpTools
+from denis.api.security import SECURITY_HEADERS
+from denis.api.trace import TraceMiddleware
 from servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.timeout(30)
@@ -152,3 +156,49 @@ async def test_100_continue_is_sent_at_once(server) -> None:
     assert writes[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
     assert len(writes) == 2
     assert writes[1].endswith(b"\r\n\r\n" + body)
+
+
+async def _serve_once(app_: Any, http: Any, path: bytes) -> bytes:
+    """Start uvicorn with ``app_`` and protocol ``http``, GET ``path``, return the reply head."""
+    port = free_port()
+    config = uvicorn.Config(
+        app_, host="127.0.0.1", port=port, http=http, lifespan="off", log_config=None
+    )
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve())
+    await asyncio.to_thread(wait_for_port, port)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET " + path + b" HTTP/1.1\r\nhost: x\r\n\r\n")
+        head, _ = await read_response(reader)
+        writer.close()
+        return head
+    finally:
+        srv.should_exit = True
+        await task
+
+
+def _header_names(head: bytes) -> list[bytes]:
+    return [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")[1:] if line]
+
+
+@pytest.mark.parametrize("protocol", ["denis", "stock"])
+async def test_the_security_headers_are_in_every_reply_exactly_once(protocol: str) -> None:
+    """Under ``denis serve`` the protocol writes them and ``TraceMiddleware`` adds none; under
+    any other server (uvicorn's own protocol here) the middleware adds them."""
+    http = DenisHttpTools if protocol == "denis" else HttpToolsProtocol
+    head = await _serve_once(TraceMiddleware(app), http, b"/chat")
+    names = _header_names(head)
+    for name, value in SECURITY_HEADERS:
+        assert names.count(name) == 1, (name, head)
+        assert name + b": " + value + b"\r\n" in head
+    assert names.count(b"x-trace-id") == 1
+
+
+async def test_uvicorns_own_500_carries_the_security_headers() -> None:
+    async def broken(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    head = await _serve_once(broken, DenisHttpTools, b"/")
+    assert head.startswith(b"HTTP/1.1 500 ")
+    assert all(_header_names(head).count(name) == 1 for name, _ in SECURITY_HEADERS)

@@ -1,5 +1,6 @@
 """The HTTP protocol ``denis serve`` runs: uvicorn's httptools protocol with the header cap of
-``denis.api.http_limits``, and each response's head and first body part sent in one write.
+``denis.api.http_limits``, each response's head and first body part sent in one write, and the
+security headers written into every response head.
 
 uvicorn writes a response's status line and headers when the app sends
 ``http.response.start`` and the body when it sends ``http.response.body``: two writes, two
@@ -13,6 +14,12 @@ before sending a body, is never held.
 It wraps the transport of each request's ``RequestResponseCycle`` only, the one object that
 writes a response; the connection's own transport (flow control, the 431 refusal, a WebSocket
 upgrade) is untouched. ``tests/unit/test_http_protocol.py`` checks the writes on a real server.
+
+The same wrapper puts ``SECURITY_HEAD`` (the six constant security headers, encoded once) at the
+end of each response head, and the request's scope carries ``SECURITY_HEADERS_EXTENSION`` so
+``TraceMiddleware`` does not add them as ASGI headers: uvicorn checks every header of a reply
+with two regular expressions, about 3 µs for these six a reply, and they never change. Every
+response the request cycle writes gets them, uvicorn's own 500 included.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import asyncio
 from typing import Any
 
 from denis.api.http_limits import BoundedHttpTools
+from denis.api.security import SECURITY_HEAD, SECURITY_HEADERS_EXTENSION
 
 __all__ = ["DenisHttpTools"]
 
@@ -38,7 +46,7 @@ class _HeadWithBody:
 
     def write(self, data: bytes) -> None:
         if self._held is None and data != _CONTINUE:
-            self._held = data
+            self._held = data[:-2] + SECURITY_HEAD + b"\r\n"  # the head ends in an empty line
             return
         if self._held:
             data = self._held + data
@@ -62,3 +70,4 @@ class DenisHttpTools(BoundedHttpTools):
         # None or a finished cycle's when the request was an upgrade (a WebSocket)
         if cycle is not None and cycle.scope is self.scope:
             cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
+            self.scope.setdefault("extensions", {})[SECURITY_HEADERS_EXTENSION] = {}

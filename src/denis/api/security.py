@@ -4,7 +4,8 @@ declared body size over the limit refused before any route runs.
 Pure ASGI and cheap: the header values are built once, each request's headers are walked once,
 and a request from no other origin (the web app itself, CLI clients) passes straight through.
 ``SECURITY_HEADERS``, which ``TraceMiddleware`` (``denis.api.trace``, the outermost layer)
-appends to every HTTP response, its own 503 and this middleware's refusals included:
+appends to every HTTP response, its own 503 and this middleware's refusals included (under
+``denis serve`` the HTTP protocol writes them, pre-encoded, into each response head instead):
 
 - ``Content-Security-Policy``: scripts, styles, fetches and media from this origin only (images
   may be ``data:``, recorded audio ``blob:``), the WebSocket on ``ws:``/``wss:``, no framing, no
@@ -43,7 +44,14 @@ from denis.api.errors import error_response
 from denis.errors import ForbiddenError, TooLargeError
 from denis.resilience import Signal
 
-__all__ = ["CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "SecurityMiddleware", "same_origin"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "SECURITY_HEAD",
+    "SECURITY_HEADERS",
+    "SECURITY_HEADERS_EXTENSION",
+    "SecurityMiddleware",
+    "same_origin",
+]
 
 _log = structlog.get_logger("denis.api")
 
@@ -60,6 +68,10 @@ SECURITY_HEADERS = (
     (b"x-frame-options", b"DENY"),
     (b"cache-control", b"no-store"),
 )
+# Set in a request's scope by a server that writes ``SECURITY_HEAD`` into every response head
+# itself (``denis.api.http_protocol``, under ``denis serve``); ``TraceMiddleware`` then adds none.
+SECURITY_HEADERS_EXTENSION = "denis.security_headers"
+SECURITY_HEAD = b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS)
 _ALLOWED_METHODS = b"GET, POST, DELETE"
 _ALLOWED_HEADERS = b"authorization, content-type, x-denis-hop"
 _PREFLIGHT_MAX_AGE = b"600"

@@ -1,5 +1,7 @@
 """The outermost middleware: a trace id per request, the security headers
-(``denis.api.security.SECURITY_HEADERS``) on every response, and containment.
+(``denis.api.security.SECURITY_HEADERS``) on every response, and containment. Under
+``denis serve`` the HTTP protocol writes the security headers into every response head itself
+and says so in the scope (``SECURITY_HEADERS_EXTENSION``); they are then not added here.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so it also wraps WebSockets and streams nothing twice.
 It is the only place that catches a bare ``Exception``: the error becomes one log line (type
@@ -15,7 +17,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from denis.api.errors import unexpected_response
-from denis.api.security import SECURITY_HEADERS
+from denis.api.security import SECURITY_HEADERS, SECURITY_HEADERS_EXTENSION
 from denis.resilience.logs import bind_trace_id, bound_trace_id, new_trace_id, unbind_trace_id
 
 __all__ = ["TraceMiddleware", "current_trace_id"]
@@ -46,6 +48,10 @@ class TraceMiddleware:
         trace_id = new_trace_id()
         token = bind_trace_id(trace_id)
         started = False
+        # Unless the server writes them itself (``denis.api.http_protocol``)
+        security = (
+            () if SECURITY_HEADERS_EXTENSION in scope.get("extensions", ()) else SECURITY_HEADERS
+        )
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
@@ -54,7 +60,7 @@ class TraceMiddleware:
                 message["headers"] = [
                     *message.get("headers", ()),
                     (b"x-trace-id", trace_id.encode()),
-                    *SECURITY_HEADERS,
+                    *security,
                 ]
             await send(message)
 
