@@ -8,7 +8,9 @@ import base64
 import contextlib
 import json
 import socket
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -205,3 +207,31 @@ def test_no_secret_in_logs_metrics_status_or_error_bodies(
     ):
         assert secret not in everything, f"a secret leaked: {secret[:8]}…"
     assert "Traceback" not in everything
+
+
+def test_a_body_that_stops_halfway_is_408_at_the_deadline_and_a_whole_one_is_answered(
+    denis_factory: Callable[..., DenisProcess], tmp_path: Path
+) -> None:
+    """A client that declares a body and sends only part of it holds no request past the
+    deadline (408 ``timeout``); a body sent whole on the same server, read without a timer
+    (``BODY_COMPLETE_EXTENSION``), is answered as usual."""
+    data_dir = tmp_path / "data"
+    token = create_token(data_dir, "alice")
+    proc = denis_factory({"DENIS_CHAT_TIMEOUT_S": "1"}, data_dir)
+    body = b'{"text": "what time is it?"}'
+    head = (
+        b"POST /chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=NO_HANG_S) as sock:
+        started = time.monotonic()
+        sock.sendall(head + body[:10])  # and nothing more
+        answer = sock.recv(65536)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "timeout"
+    assert 0.5 < waited < NO_HANG_S  # held until the deadline, not dropped, not hung
+    whole = raw_request(
+        proc, head.replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nConnection: close\r\n") + body
+    )
+    assert whole.startswith(b"HTTP/1.1 200 "), whole[:200]

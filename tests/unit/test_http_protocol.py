@@ -1,6 +1,6 @@
 """``DenisHttpTools`` on a real uvicorn server over loopback: a response's head and body go out
-in one write, a streamed response still streams, ``100 Continue`` is never held, and the
-security headers are in every reply exactly once.
+in one write, a streamed response still streams, ``100 Continue`` is never held, the
+security headers are in every reply exactly once, and the scope says when the body is whole.
 
 Each connection's transport is wrapped (in a test subclass) to record what the server writes;
 the protocol, parser, response cycle and sockets are uvicorn's own.
@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from denis.api.body import BODY_COMPLETE_EXTENSION
 from denis.api.http_protocol import DenisHttpTools
 from denis.api.security import SECURITY_HEADERS
 from denis.api.trace import TraceMiddleware
@@ -202,3 +203,39 @@ async def test_uvicorns_own_500_carries_the_security_headers() -> None:
     head = await _serve_once(broken, DenisHttpTools, b"/")
     assert head.startswith(b"HTTP/1.1 500 ")
     assert all(_header_names(head).count(name) == 1 for name, _ in SECURITY_HEADERS)
+
+
+async def test_the_scope_says_when_the_body_arrived_whole_before_the_app_ran() -> None:
+    seen: list[bool] = []
+    running = asyncio.Event()
+
+    async def flag_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(BODY_COMPLETE_EXTENSION in scope.get("extensions", {}))
+        running.set()
+        await app(scope, receive, send)
+
+    port = free_port()
+    config = uvicorn.Config(
+        flag_app, host="127.0.0.1", port=port, http=DenisHttpTools, lifespan="off", log_config=None
+    )
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve())
+    await asyncio.to_thread(wait_for_port, port)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b'{"text":"hi"}'
+        head = b"POST /chat HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body)
+        writer.write(head + body)  # whole
+        assert (await read_response(reader))[1] == body
+        running.clear()
+        writer.write(head + body[:4])  # the rest only once the app is running
+        await running.wait()
+        writer.write(body[4:])
+        assert (await read_response(reader))[1] == body
+        writer.close()
+    finally:
+        srv.should_exit = True
+        await task
+    assert seen == [True, False]

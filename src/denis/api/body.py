@@ -16,12 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
+from starlette.types import Receive
 
 from denis.errors import DeadlineExceededError, InvalidInputError, TooLargeError
 from denis.resilience import Deadline
 from denis.sync_plane import TurnReply
 
 __all__ = [
+    "BODY_COMPLETE_EXTENSION",
     "ChatMessage",
     "encode_json",
     "parse_chat_message",
@@ -30,6 +32,9 @@ __all__ = [
     "reply_fields",
 ]
 
+# Set in a request's scope by a server that has the whole body by the time the app runs
+# (``denis.api.http_protocol``); ``read_body`` then arms no timer.
+BODY_COMPLETE_EXTENSION = "denis.body_complete"
 MAX_JSON_DEPTH = 32  # levels of arrays and objects; deeper is 422 invalid_input
 _TOO_DEEP = f"the JSON nests more than {MAX_JSON_DEPTH} levels"
 
@@ -47,35 +52,44 @@ class ChatMessage(BaseModel):
 
 
 async def read_body(request: Request, max_bytes: int, deadline: Deadline) -> bytes:
+    """The whole body, within the request's deadline (408 ``timeout`` if it takes longer).
+
+    When the server says the body has arrived whole (``BODY_COMPLETE_EXTENSION`` in the scope:
+    ``denis serve``'s protocol sets it once the request's last byte is parsed, before the app
+    runs), reading it cannot wait, and it is read without arming a timer."""
     declared = request.headers.get("content-length")
     if declared is not None and not declared.isdigit():
         raise InvalidInputError("Content-Length must be a number")
     if declared is not None and int(declared) > max_bytes:
         raise TooLargeError(f"the body must be at most {max_bytes} bytes")
-    # ``request.stream()``'s loop, without its async generator (about 2 µs a request).
-    receive = request.receive
-    chunks: list[bytes] = []
-    size = 0
+    if BODY_COMPLETE_EXTENSION in request.scope.get("extensions", ()):
+        return await _read_body(request.receive, max_bytes)
     try:
         async with asyncio.timeout(deadline.remaining_s()):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise InvalidInputError("the client went away before sending the whole body")
-                if message["type"] != "http.request":
-                    continue
-                chunk: bytes = message.get("body", b"")
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLargeError(f"the body must be at most {max_bytes} bytes")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
+            return await _read_body(request.receive, max_bytes)
     except TimeoutError as exc:
         raise DeadlineExceededError(
             "the request body took too long to arrive", retry_after_s=1
         ) from exc
-    return b"".join(chunks)
+
+
+async def _read_body(receive: Receive, max_bytes: int) -> bytes:
+    # ``request.stream()``'s loop, without its async generator (about 2 µs a request).
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidInputError("the client went away before sending the whole body")
+        if message["type"] != "http.request":
+            continue
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLargeError(f"the body must be at most {max_bytes} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _no_constant(_: str) -> Any:

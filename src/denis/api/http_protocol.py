@@ -20,6 +20,10 @@ end of each response head, and the request's scope carries ``SECURITY_HEADERS_EX
 ``TraceMiddleware`` does not add them as ASGI headers: uvicorn checks every header of a reply
 with two regular expressions, about 3 µs for these six a reply, and they never change. Every
 response the request cycle writes gets them, uvicorn's own 500 included.
+
+Once a request's last byte is parsed, its scope also carries ``BODY_COMPLETE_EXTENSION``: for a
+request that arrives whole (almost every chat turn) this happens before the app runs, and
+``read_body`` then reads the buffered body without arming a timer for the deadline.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from denis.api.body import BODY_COMPLETE_EXTENSION
 from denis.api.http_limits import BoundedHttpTools
 from denis.api.security import SECURITY_HEAD, SECURITY_HEADERS_EXTENSION
 
@@ -71,3 +76,9 @@ class DenisHttpTools(BoundedHttpTools):
         if cycle is not None and cycle.scope is self.scope:
             cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
             self.scope.setdefault("extensions", {})[SECURITY_HEADERS_EXTENSION] = {}
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope and not cycle.more_body:
+            self.scope.setdefault("extensions", {})[BODY_COMPLETE_EXTENSION] = {}
