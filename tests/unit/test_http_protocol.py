@@ -9,6 +9,7 @@ the protocol, parser, response cycle and sockets are uvicorn's own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -159,8 +160,9 @@ async def test_100_continue_is_sent_at_once(server) -> None:
     assert writes[1].endswith(b"\r\n\r\n" + body)
 
 
-async def _serve_once(app_: Any, http: Any, path: bytes) -> bytes:
-    """Start uvicorn with ``app_`` and protocol ``http``, GET ``path``, return the reply head."""
+@contextlib.asynccontextmanager
+async def _running(app_: Any, http: Any) -> AsyncIterator[tuple[asyncio.StreamReader, Any]]:
+    """uvicorn serving ``app_`` with protocol ``http``, and one connection to it."""
     port = free_port()
     config = uvicorn.Config(
         app_, host="127.0.0.1", port=port, http=http, lifespan="off", log_config=None
@@ -170,13 +172,19 @@ async def _serve_once(app_: Any, http: Any, path: bytes) -> bytes:
     await asyncio.to_thread(wait_for_port, port)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET " + path + b" HTTP/1.1\r\nhost: x\r\n\r\n")
-        head, _ = await read_response(reader)
+        yield reader, writer
         writer.close()
-        return head
     finally:
         srv.should_exit = True
         await task
+
+
+async def _serve_once(app_: Any, http: Any, path: bytes) -> bytes:
+    """GET ``path`` from ``app_`` served with protocol ``http``; the reply's head."""
+    async with _running(app_, http) as (reader, writer):
+        writer.write(b"GET " + path + b" HTTP/1.1\r\nhost: x\r\n\r\n")
+        head, _ = await read_response(reader)
+    return head
 
 
 def _header_names(head: bytes) -> list[bytes]:
@@ -216,15 +224,7 @@ async def test_the_scope_says_when_the_body_arrived_whole_before_the_app_ran() -
         running.set()
         await app(scope, receive, send)
 
-    port = free_port()
-    config = uvicorn.Config(
-        flag_app, host="127.0.0.1", port=port, http=DenisHttpTools, lifespan="off", log_config=None
-    )
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    await asyncio.to_thread(wait_for_port, port)
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with _running(flag_app, DenisHttpTools) as (reader, writer):
         body = b'{"text":"hi"}'
         head = b"POST /chat HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body)
         writer.write(head + body)  # whole
@@ -234,8 +234,4 @@ async def test_the_scope_says_when_the_body_arrived_whole_before_the_app_ran() -
         await running.wait()
         writer.write(body[4:])
         assert (await read_response(reader))[1] == body
-        writer.close()
-    finally:
-        srv.should_exit = True
-        await task
     assert seen == [True, False]
