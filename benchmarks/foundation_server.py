@@ -16,7 +16,10 @@ replaces with a no-op, so that the difference to the whole pipeline is what a st
 - ``limits``: both rate-limit checks answer "allowed" without counting;
 - ``budget``: no reservation and no settle;
 - ``deadline``: the turn runs without its ``asyncio.timeout``;
-- ``headers``: responses go without the security headers (``SECURITY_HEADERS``).
+- ``headers``: responses go without the security headers (``SECURITY_HEADERS``);
+- ``feature_cache``: not a step but the classifier's feature cache (``CachedFeatures``): every
+  text is hashed whole by ``features``, as a text of new words is; the benchmark repeats one
+  text, whose words the cache always holds.
 
 ``DENIS_BENCH_DROP_TRACES=1`` is the older spelling of ``DENIS_BENCH_SKIP=traces``.
 
@@ -99,6 +102,15 @@ def _skip_headers() -> None:
     denis.api.http_protocol.SECURITY_HEAD = b""  # what denis serve writes into each head
 
 
+def _skip_feature_cache() -> None:
+    from denis.sync_plane.injection_model import CachedFeatures, features  # noqa: PLC0415
+
+    def whole(self: CachedFeatures, text: str) -> set[int]:
+        return features(text, self._buckets)
+
+    CachedFeatures.__call__ = whole  # type: ignore[method-assign]
+
+
 SKIPPABLE: dict[str, Callable[[], None]] = {
     "traces": _skip_traces,
     "record": _skip_record,
@@ -107,6 +119,7 @@ SKIPPABLE: dict[str, Callable[[], None]] = {
     "budget": _skip_budget,
     "deadline": _skip_deadline,
     "headers": _skip_headers,
+    "feature_cache": _skip_feature_cache,
 }
 
 
