@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -9,6 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from denis.app import create_app
+from denis.errors import UnauthorizedError
 from denis.resilience.signals import SEED_SIGNALS as SEED_SIGNAL_ENUM
 from denis.sync_plane import TokenStore
 from probes import assert_error
@@ -109,6 +111,32 @@ def test_a_token_created_while_the_app_runs_works_without_restart(make_client, d
     assert client.get("/status", headers={"Authorization": f"Bearer {second}"}).status_code == 200
     # and the first still works
     assert client.get("/status", headers={"Authorization": f"Bearer {first}"}).status_code == 200
+
+
+def _remove_tokens_of(data_dir, user: str) -> None:
+    """What revoking by hand looks like: the user's records taken out of the token file."""
+    path = data_dir / "tokens.json"
+    records = json.loads(path.read_text(encoding="utf-8"))
+    records["tokens"] = [r for r in records["tokens"] if r["user"] != user]
+    path.write_text(json.dumps(records), encoding="utf-8")
+
+
+def test_a_token_taken_out_of_the_file_stops_working_within_the_recheck_time(data_dir) -> None:
+    """A known token is trusted for ``recheck_s`` without looking at the file; an unknown one
+    always makes the store look (so a new token works at once, above)."""
+    kept = TokenStore(data_dir, recheck_s=3600.0)
+    strict = TokenStore(data_dir, recheck_s=0.0)
+    token = kept.create("bob")
+    assert kept.authenticate(token).user == "bob"
+    assert strict.authenticate(token).user == "bob"
+    _remove_tokens_of(data_dir, "bob")
+    assert kept.authenticate(token).user == "bob"  # within its recheck time
+    with pytest.raises(UnauthorizedError):
+        strict.authenticate(token)  # its recheck time is over: the file is read again
+    newer = kept.create("carol")
+    assert kept.authenticate(newer).user == "carol"  # unknown, so the file is read at once
+    with pytest.raises(UnauthorizedError):
+        kept.authenticate(token)  # and that read also dropped bob
 
 
 def test_status_shape(make_client, auth) -> None:
