@@ -10,7 +10,9 @@ import json
 import threading
 
 import pytest
+from fastapi import Response
 
+from denis.api.chat import _JsonReply
 from denis.resilience import Deadline, ManualClock
 from denis.sync_plane import GateVerdict, Reply, TokenStore, Turn
 from probes import assert_error, signal_count, status
@@ -438,3 +440,15 @@ def test_a_malformed_reply_is_a_503_body_over_http_and_in_band_over_ws(
         assert "AttributeError" not in json.dumps(message)
         ws.send_json({"type": "ping", "id": "p"})
         assert ws.receive_json() == {"type": "pong", "id": "p"}
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"reply":"\xc2\xa1Hola!","lang":"es"}', b"x" * 5000])
+def test_the_chat_reply_has_the_headers_starlette_would_give_it(body: bytes) -> None:
+    expected = Response(body, media_type="application/json")
+    reply = _JsonReply(body)
+    assert (reply.status_code, reply.body, reply.raw_headers, reply.background) == (
+        expected.status_code,
+        expected.body,
+        expected.raw_headers,
+        expected.background,
+    )
