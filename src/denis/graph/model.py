@@ -91,7 +91,8 @@ class HomeGraph:
         )
 
 
-@dataclass(frozen=True, slots=True)
+# Per-turn value, never mutated; not ``frozen`` for speed (see ``sync_plane.pipeline.TurnRequest``).
+@dataclass(slots=True)
 class DecisionTrace:
     """One request's decision: input → intent → tool → outcome, with timings and modes."""
 

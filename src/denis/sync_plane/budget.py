@@ -109,7 +109,8 @@ class MemoryBudgetStore:
         return used
 
 
-@dataclass(frozen=True, slots=True)
+# Per-turn value, never mutated; not ``frozen`` for speed (see ``sync_plane.pipeline.TurnRequest``).
+@dataclass(slots=True)
 class Reservation:
     key: str
     tokens: int

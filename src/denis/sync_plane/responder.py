@@ -19,7 +19,8 @@ from denis.sync_plane.lang import Lang, spoken_date
 __all__ = ["BasicResponder", "Reply", "Responder", "Turn"]
 
 
-@dataclass(frozen=True, slots=True)
+# Per-turn value, never mutated; not ``frozen`` for speed (see ``sync_plane.pipeline.TurnRequest``).
+@dataclass(slots=True)
 class Turn:
     text: str
     lang: Lang
@@ -29,7 +30,8 @@ class Turn:
     trace_id: str
 
 
-@dataclass(frozen=True, slots=True)
+# Per-turn value, never mutated; not ``frozen`` for speed (see ``sync_plane.pipeline.TurnRequest``).
+@dataclass(slots=True)
 class Reply:
     text: str
     intent: str
