@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 
 import typer
@@ -81,15 +82,41 @@ def up(host: str | None = None, port: int | None = None) -> None:
     """Start Denis on the embedded defaults and print the URL to open."""
     settings = _settings(host, port)
     token = launch_token(settings)
+    workers: list[subprocess.Popen[bytes]] = []
     with ExitStack() as stack:
+        stack.callback(_stop_processes, workers)
         for queues, concurrency, beat in UP_WORKERS:
             args = [sys.executable, "-m", "denis", "worker", "--queues", queues]
             args += ["--concurrency", str(concurrency)] + (["--beat"] if beat else [])
-            worker_proc = subprocess.Popen(args, preexec_fn=_die_with_parent)  # noqa: S603, PLW1509
-            stack.callback(_stop_process, worker_proc)
+            # Its own process group: a signal to the terminal's or the service's group (Ctrl-C,
+            # ``timeout``, ``kill -- -PGID``) reaches ``denis up``, which stops the worker;
+            # sent to a worker's pool children as well, it could leave the worker hung in its
+            # exit (Celery's prefork pool, whose children died under it).
+            workers.append(
+                subprocess.Popen(  # noqa: S603
+                    args,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, before exec
+                    process_group=0,
+                )
+            )
         url = f"http://{settings.host}:{settings.port}/#token={token}"
         print(f"\nDenis is starting. Open this URL (it logs you in):\n\n    {url}\n", flush=True)
-        _serve(settings)
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            _serve(settings)
+        finally:
+            # The workers are stopped next (bounded: warm shutdown, then SIGKILL); a second
+            # signal (make passes SIGTERM on, Ctrl-C twice) must not leave them behind.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds ``up`` like Ctrl-C does, so its workers are stopped before it exits.
+    uvicorn re-raises the SIGTERM it caught once the API has shut down; under Python's default
+    action that ended the process at once, leaving every worker to its parent-death signal and
+    a hung one (a prefork pool whose children died under it) running for good."""
+    raise SystemExit(128 + signum)
 
 
 def _die_with_parent() -> None:
@@ -102,14 +129,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # Celery's warm shutdown: finish the job in hand
-    try:
-        proc.wait(timeout=_WORKER_STOP_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Every worker at once: Celery's warm shutdown (finish the job in hand), then SIGKILL for
+    any still running ``_WORKER_STOP_S`` later."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _WORKER_STOP_S
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @app.command()

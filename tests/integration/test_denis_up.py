@@ -1,8 +1,10 @@
 """``denis up``: one command starts the API and both worker groups; Ctrl-C (SIGINT to the
-terminal's process group) stops them all, and a killed ``denis up`` leaves no worker behind."""
+terminal's process group) or SIGTERM stops them all, and a killed ``denis up`` leaves no worker
+behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -79,5 +81,26 @@ def test_a_killed_denis_up_leaves_no_worker_behind(data_dir) -> None:
     proc.wait(timeout=10)
     left = _wait_gone(workers)
     for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
+
+
+def test_sigterm_stops_every_worker_before_denis_up_exits(data_dir) -> None:
+    """What a service manager sends: SIGTERM to ``denis up`` alone. It stops its workers
+    (warm shutdown, then SIGKILL after a bound) before it exits, so "stopped" means stopped,
+    and a second SIGTERM while it does so (``make`` passes one on) does not cut that short.
+    uvicorn re-raises the SIGTERM it caught once it has shut down; under Python's default
+    action that killed ``denis up`` at once and left the workers to fend for themselves."""
+    proc, workers = _start_up(data_dir)
+    # each worker leads its own process group: a signal to denis up's group is not also sent
+    # to the workers' pool children (which could leave a worker hung in its exit)
+    assert [os.getpgid(pid) for pid in workers] == workers
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=40)
+    left = [pid for pid in workers if _alive(pid)]  # no grace: they must be gone already
+    for pid in _wait_gone(left):
         os.kill(pid, signal.SIGKILL)
     assert left == []
