@@ -38,7 +38,6 @@ __all__ = [
 
 FEATURE_VERSION = 1
 _WORD = re.compile(r"\w+")
-_SPACES = re.compile(r"\s+")
 _CHAR_N = (3, 4, 5)
 _LONGEST_CACHED = 20  # characters: a longer token (a URL, junk) is never cached
 
@@ -49,10 +48,14 @@ class ModelLoadError(RuntimeError):
 
 def fold(text: str) -> str:
     """Lower case, accents off (``ñ`` too: speech-to-text and keyboards disagree on it), one
-    space between words."""
+    space between words. An ASCII text skips the Unicode work (NFKD and the combining marks
+    change nothing there); ``str.split()`` splits on exactly the whitespace ``\\s`` matches
+    (``tests/unit/test_injection_features.py`` checks both against the regular-expression form
+    the model was trained with)."""
+    if text.isascii():
+        return " ".join(text.casefold().split())
     decomposed = unicodedata.normalize("NFKD", text.casefold())
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return _SPACES.sub(" ", stripped).strip()
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
 
 
 def features(text: str, buckets: int) -> set[int]:
@@ -73,16 +76,6 @@ def features(text: str, buckets: int) -> set[int]:
         found.add(crc(f"b {previous} {word}".encode()) & mask)
         previous = word
     return found
-
-
-def _fold_quick(text: str) -> str:
-    """``fold(text)``, without the Unicode work when the text is ASCII (NFKD and the combining
-    marks change nothing there); ``str.split()`` splits on exactly the whitespace that ``\\s``
-    matches."""
-    if text.isascii():
-        return " ".join(text.casefold().split())
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
 
 
 class CachedFeatures:
@@ -111,10 +104,10 @@ class CachedFeatures:
 
     def __init__(self, buckets: int, cache_size: int = 4096, new_per_text: int = 1) -> None:
         self._buckets = buckets
+        self._mask = mask = buckets - 1
         self._cache_size = cache_size
         self._new_per_text = new_per_text
         self._tokens: dict[str, tuple[tuple[int, ...], tuple[str, ...], int]] = {}
-        mask = buckets - 1
         crc = zlib.crc32
 
         @lru_cache(maxsize=cache_size)
@@ -149,7 +142,7 @@ class CachedFeatures:
         """A token's own features: its character n-grams (with the spaces around it) and its
         words; also its length in bytes. Kept until the cache fills, then the cache starts over
         (bounded, and nothing to keep in order on the hot path)."""
-        mask = self._buckets - 1
+        mask = self._mask
         crc = zlib.crc32
         padded = f" {text} ".encode()
         size = len(padded)
@@ -170,36 +163,28 @@ class CachedFeatures:
 
     def __call__(self, text: str) -> set[int]:
         found: set[int] = set()
-        folded = _fold_quick(text)
+        folded = fold(text)
         if not folded:
             return found
-        tokens = folded.split(" ")
         known = self._tokens.get
+        gap = self._gap
+        framed = b"\xff " + folded.encode() + b" \xff"  # the padded text, framed by 0xFF
+        at = 1  # where the space before the current token is in ``framed``
         new = 0
         words: list[str] = []
-        if len(tokens) == 1:
-            if len(folded) > _LONGEST_CACHED:
-                return features(text, self._buckets)
-            chars, words_in, _ = known(folded) or self._learn(folded)
+        for item in folded.split(" "):
+            cached = known(item)
+            if cached is None:
+                new += 1
+                if new > self._new_per_text or len(item) > _LONGEST_CACHED:
+                    return features(text, self._buckets)  # cheaper than learning it all
+                cached = self._learn(item)
+            chars, words_in, length = cached
             found.update(chars)
             words += words_in
-        else:
-            gap = self._gap
-            framed = b"\xff " + folded.encode() + b" \xff"  # the padded text, framed by 0xFF
-            at = 1  # where the space before the current token is in ``framed``
-            for item in tokens:
-                cached = known(item)
-                if cached is None:
-                    new += 1
-                    if new > self._new_per_text or len(item) > _LONGEST_CACHED:
-                        return features(text, self._buckets)  # cheaper than learning it all
-                    cached = self._learn(item)
-                chars, words_in, length = cached
-                found.update(chars)
-                words += words_in
-                if at > 1:
-                    found.update(gap(framed[at - 3 : at + 4]))
-                at += length + 1
+            if at > 1:
+                found.update(gap(framed[at - 3 : at + 4]))
+            at += length + 1
         bigram = self._bigram
         previous = "<s>"
         for word in words:
