@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -81,40 +82,43 @@ _MERGE_TRACES = (
 )
 
 
-def _text(value: str) -> str:
-    return "~" + value.translate(_SEPARATORS)
-
-
 def _encode_traces(traces: list[DecisionTrace]) -> str:
     """The batch as one string: rows of nine fields (``_CREATE_TRACES`` reads them back).
     A separator inside a value becomes U+FFFD; modes are zone names (no commas).
 
     Values almost never hold a separator, so the batch is first joined as it is and kept if
-    it holds exactly the separators the join put in; otherwise it is built again with every
-    value cleaned (``_text``). One count per batch instead of a translation per value."""
-    batch = _ROW_SEP.join(
+    it holds exactly the separators the join put in; otherwise it is joined again from cleaned
+    copies of the traces. One count per batch instead of a translation per value."""
+    batch = _join(traces)
+    if batch.count(_FIELD_SEP) == 8 * len(traces) and batch.count(_ROW_SEP) == len(traces) - 1:
+        return batch
+    return _join([_cleaned(t) for t in traces])
+
+
+def _join(traces: list[DecisionTrace]) -> str:
+    # ``_FIELD_SEP`` written out in the literal: one f-string a row, nothing else to format
+    return _ROW_SEP.join(
         f"~{t.trace_id}\x1f~{t.at}\x1f~{t.user}\x1f~{t.text}\x1f~{t.intent}\x1f"
         f"{'!' if t.tool is None else '~' + t.tool}\x1f~{t.outcome}\x1f"
         f"~{float(t.duration_ms)!r}\x1f~{','.join(t.modes)}"
         for t in traces
     )
-    if batch.count(_FIELD_SEP) == 8 * len(traces) and batch.count(_ROW_SEP) == len(traces) - 1:
-        return batch
-    return _ROW_SEP.join(
-        _FIELD_SEP.join(
-            (
-                _text(t.trace_id),
-                _text(t.at),
-                _text(t.user),
-                _text(t.text),
-                _text(t.intent),
-                "!" if t.tool is None else _text(t.tool),
-                _text(t.outcome),
-                f"~{float(t.duration_ms)!r}",
-                _text(",".join(t.modes)),
-            )
-        )
-        for t in traces
+
+
+def _cleaned(trace: DecisionTrace) -> DecisionTrace:
+    def clean(value: str) -> str:
+        return value.translate(_SEPARATORS)
+
+    return dataclasses.replace(
+        trace,
+        trace_id=clean(trace.trace_id),
+        at=clean(trace.at),
+        user=clean(trace.user),
+        text=clean(trace.text),
+        intent=clean(trace.intent),
+        tool=None if trace.tool is None else clean(trace.tool),
+        outcome=clean(trace.outcome),
+        modes=tuple(map(clean, trace.modes)),
     )
 
 
