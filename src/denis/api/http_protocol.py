@@ -31,6 +31,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
 from denis.api.body import BODY_COMPLETE_EXTENSION
 from denis.api.http_limits import BoundedHttpTools
 from denis.api.security import SECURITY_HEAD, SECURITY_HEADERS_EXTENSION
@@ -71,14 +73,22 @@ class _HeadWithBody:
 class DenisHttpTools(BoundedHttpTools):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        cycle = self.cycle
-        # None or a finished cycle's when the request was an upgrade (a WebSocket)
-        if cycle is not None and cycle.scope is self.scope:
+        cycle = self._own_cycle()
+        if cycle is not None:
             cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
-            self.scope.setdefault("extensions", {})[SECURITY_HEADERS_EXTENSION] = {}
+            self._mark(SECURITY_HEADERS_EXTENSION)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        cycle = self._own_cycle()
+        if cycle is not None and not cycle.more_body:
+            self._mark(BODY_COMPLETE_EXTENSION)
+
+    def _own_cycle(self) -> RequestResponseCycle | None:
+        """The response cycle of the request being parsed; None, or a finished cycle's, when
+        the request was an upgrade (a WebSocket)."""
         cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope and not cycle.more_body:
-            self.scope.setdefault("extensions", {})[BODY_COMPLETE_EXTENSION] = {}
+        return cycle if cycle is not None and cycle.scope is self.scope else None
+
+    def _mark(self, extension: str) -> None:
+        self.scope.setdefault("extensions", {})[extension] = {}
