@@ -16,7 +16,7 @@ replaces with a no-op, so that the difference to the whole pipeline is what a st
 - ``limits``: both rate-limit checks answer "allowed" without counting;
 - ``budget``: no reservation and no settle;
 - ``deadline``: the turn runs without its ``asyncio.timeout``;
-- ``headers``: responses go without the security headers (``SECURITY_HEADERS``);
+- ``headers``: responses go without the security headers (``SECURITY_HEAD``);
 - ``feature_cache``: not a step but the classifier's feature cache (``CachedFeatures``): every
   text is hashed whole by ``features``, as a text of new words is; the benchmark repeats one
   text, whose words the cache always holds.
@@ -96,10 +96,9 @@ def _skip_deadline() -> None:
 
 def _skip_headers() -> None:
     import denis.api.http_protocol  # noqa: PLC0415
-    import denis.api.trace  # noqa: PLC0415
 
-    denis.api.trace.SECURITY_HEADERS = ()  # type: ignore[assignment]
-    denis.api.http_protocol.SECURITY_HEAD = b""  # what denis serve writes into each head
+    # under denis serve the protocol writes them (TraceMiddleware adds none)
+    denis.api.http_protocol.SECURITY_HEAD = b""
 
 
 def _skip_feature_cache() -> None:

@@ -794,7 +794,7 @@ def test_a_trace_batch_encodes_to_exactly_its_rows_and_fields(
 ) -> None:
     """The embedded store's one-string batch (``_encode_traces``) splits back into one row per
     trace and nine fields per row, each value with the separators replaced, whether the batch
-    took the as-is join or was rebuilt value by value."""
+    took the as-is join or was joined again from cleaned copies."""
     traces = [
         trace(n, user=user, text=text, intent=intent, tool=tool, modes=("sync",) if m else ())
         for n, (user, text, intent, tool, m) in enumerate(rows)
