@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import pytest
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 
 from denis.resilience import MonotonicClock
 from denis.sync_plane.budget import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from denis.sync_plane.limiter import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from denis.sync_plane.redis_batch import CommandBatcher
 from denis.sync_plane.redis_link import make_redis_pool
 
 if TYPE_CHECKING:
@@ -31,19 +32,20 @@ MAX_KEYS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class RedisConnection:
-    pool: ConnectionPool
-    client: Redis
+    batcher: CommandBatcher  # what the stores use
+    client: Redis  # for looking at what they wrote
 
 
 @pytest.fixture
 async def redis_connection(redis_server: RedisServer) -> AsyncIterator[RedisConnection]:
     pool = make_redis_pool(redis_server.url, timeout_s=1.0)
     client = Redis(connection_pool=pool)
+    batcher = CommandBatcher(pool, timeout_s=1.0)
     try:
-        yield RedisConnection(pool, client)
+        yield RedisConnection(batcher, client)
     finally:
         await client.aclose()
-        await pool.disconnect()
+        await batcher.aclose()
 
 
 @pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.integration), "memory"])
@@ -56,7 +58,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def rate_limiter(backend: Backend, request: pytest.FixtureRequest) -> RateLimiter:
     if backend == "redis":
         connection: RedisConnection = request.getfixturevalue("redis_connection")
-        return RedisRateLimiter(connection.pool)
+        return RedisRateLimiter(connection.batcher)
     return MemoryRateLimiter(max_keys=MAX_KEYS, clock=MonotonicClock())
 
 
@@ -64,7 +66,7 @@ def rate_limiter(backend: Backend, request: pytest.FixtureRequest) -> RateLimite
 def budget_store(backend: Backend, request: pytest.FixtureRequest) -> BudgetStore:
     if backend == "redis":
         connection: RedisConnection = request.getfixturevalue("redis_connection")
-        return RedisBudgetStore(connection.client)
+        return RedisBudgetStore(connection.batcher)
     return MemoryBudgetStore(max_keys=MAX_KEYS, clock=MonotonicClock())
 
 

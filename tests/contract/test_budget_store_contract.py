@@ -80,7 +80,7 @@ async def test_keys_are_independent(budget_store: BudgetStore, key: str, other_k
 async def test_redis_keys_sit_under_the_prefix_with_a_ttl(
     redis_connection, key: str, other_key: str
 ) -> None:
-    store = RedisBudgetStore(redis_connection.client)
+    store = RedisBudgetStore(redis_connection.batcher)
     client = redis_connection.client
     await store.reserve(key, 40, 100)
     await store.adjust(other_key, 5)

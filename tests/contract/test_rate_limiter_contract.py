@@ -109,7 +109,7 @@ async def test_concurrent_hits_admit_exactly_the_limit(
 
 @pytest.mark.integration
 async def test_redis_keys_sit_under_the_prefix_with_a_ttl(redis_connection, key: str) -> None:
-    limiter = RedisRateLimiter(redis_connection.pool)
+    limiter = RedisRateLimiter(redis_connection.batcher)
     rule = RateRule.parse("user", "5/minute")
     await hit_many(limiter, rule, key, 6)
 
@@ -138,7 +138,9 @@ async def test_failover_limiter_falls_back_to_memory_when_redis_dies(
         signals=signals,
     )
     limiter = FailoverRateLimiter(
-        MemoryRateLimiter(max_keys=1000, clock=MonotonicClock()), RedisRateLimiter(pool), link
+        MemoryRateLimiter(max_keys=1000, clock=MonotonicClock()),
+        RedisRateLimiter(link.batcher),
+        link,
     )
     deadline = Deadline.start(MonotonicClock(), 5)
     roomy = RateRule.parse("user", "100/minute")
@@ -182,7 +184,7 @@ async def test_a_request_out_of_time_says_nothing_about_redis(
     breaker = CircuitBreaker("redis", failure_threshold=1, cooldown_s=60, clock=clock)
     link = RedisLink(pool, timeout_s=1.0, breaker=breaker, signals=signals)
     limiter = FailoverRateLimiter(
-        MemoryRateLimiter(max_keys=1000, clock=clock), RedisRateLimiter(pool), link
+        MemoryRateLimiter(max_keys=1000, clock=clock), RedisRateLimiter(link.batcher), link
     )
     rule = RateRule.parse("user", "100/minute")
     try:

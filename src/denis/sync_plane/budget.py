@@ -18,11 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from redis.asyncio import Redis
-
 from denis.errors import BudgetExceededError
 from denis.resilience import Clock, Deadline, MonotonicClock, Signal, Signals
 from denis.sync_plane.constants import BUDGET_KEY_TTL_S, BUDGET_PREFIX
+from denis.sync_plane.redis_batch import CommandBatcher
 from denis.sync_plane.redis_link import MISSING, RedisLink
 from denis.sync_plane.ttl_lru import TtlLru
 
@@ -70,9 +69,9 @@ class BudgetStore(Protocol):
 
 
 class RedisBudgetStore:
-    def __init__(self, client: Redis) -> None:
-        self._reserve = client.register_script(_RESERVE)
-        self._adjust = client.register_script(_ADJUST)
+    def __init__(self, batcher: CommandBatcher) -> None:
+        self._reserve = batcher.script(_RESERVE)
+        self._adjust = batcher.script(_ADJUST)
 
     async def reserve(self, key: str, tokens: int, limit: int) -> tuple[bool, int]:
         granted, used = await self._reserve(

@@ -66,8 +66,8 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
             ),
             signals=signals,
         )
-        redis_limiter = RedisRateLimiter(pool)
-        redis_budget = RedisBudgetStore(link.client)
+        redis_limiter = RedisRateLimiter(link.batcher)
+        redis_budget = RedisBudgetStore(link.batcher)
     else:
         signals.metrics.limiter_backend.set(0)
     responder_breaker = health.add_breaker(

@@ -2,8 +2,9 @@
 
 redis-py retries a timed-out command by default, so a hung (SIGSTOPped) Redis took 26 s to
 raise with ``socket_timeout=2``; with ``retry=Retry(NoBackoff(), 0)`` and our own timeout around
-every call, a hung Redis costs at most ``timeout_s``, and once the breaker is open nothing waits
-on it at all. ``attempt`` returns ``MISSING`` instead of raising, so callers fall back in-line.
+every round trip (the ``CommandBatcher``'s, one per batch), a hung Redis costs an operation at
+most ``timeout_s`` a command, and once the breaker is open nothing waits on it at all.
+``attempt`` returns ``MISSING`` instead of raising, so callers fall back in-line.
 
 The mode lives here: the first failed call enters fallback (``rate_limit.redis_down``, counted
 once per outage), the first successful call after it leaves fallback (one log line).
@@ -17,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from denis.resilience import CircuitBreaker, Deadline, Signal, Signals
+from denis.sync_plane.redis_batch import CommandBatcher
 
 __all__ = ["MISSING", "Missing", "RedisLink", "make_redis_pool"]
 
@@ -40,12 +42,12 @@ def make_redis_pool(url: str, timeout_s: float) -> ConnectionPool:
     """A pool for ``RedisLink``: no retries, connects bounded by ``timeout_s``.
 
     ``socket_timeout=None``, unlike our other vendor clients, and on purpose: every command on
-    this pool runs inside ``RedisLink.attempt``, whose own timeout (``timeout_s``, or less if
-    the request has less left) bounds the whole call, send and read. redis-py enforces a
+    this pool goes out in a ``CommandBatcher`` batch, whose own timeout (``timeout_s``) bounds
+    the whole round trip, send and read. redis-py enforces a
     ``socket_timeout`` (5 s when not given) on each send with ``asyncio.wait_for``, which on
     Python 3.11 wraps the send in a Task of its own: measured 13 to 19 µs of CPU per command,
     about a quarter of its cost, four commands a turn (``benchmarks/RESULTS.md``, section 1).
-    A call that our timeout cancels makes redis-py drop that connection, as its own would.
+    A batch that our timeout cancels drops its connection, as redis-py's own timeout would.
     """
     return ConnectionPool.from_url(
         url,
@@ -66,8 +68,7 @@ class RedisLink:
         breaker: CircuitBreaker,
         signals: Signals,
     ) -> None:
-        self.pool = pool
-        self.client = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        self.batcher = CommandBatcher(pool, timeout_s=timeout_s)
         self.timeout_s = timeout_s
         self.breaker = breaker
         self._signals = signals
@@ -81,8 +82,10 @@ class RedisLink:
     async def attempt(self, op: Callable[[], Awaitable[T]], deadline: Deadline) -> T | Missing:
         """Run one Redis operation, or give ``MISSING`` at once if Redis is known bad.
 
-        When the request's deadline, not Redis, cut the call short, the call is handed back
-        without a verdict: a request running out of time says nothing about Redis.
+        Each command of ``op`` is bounded by its batch's timer (``timeout_s``), so a timer of
+        the operation's own is armed only when the request has less time left than that. When
+        the request's deadline, not Redis, cut the call short, the call is handed back without
+        a verdict: a request running out of time says nothing about Redis.
         """
         limit_s = deadline.timeout_s(self.timeout_s)
         if limit_s <= 0:
@@ -91,7 +94,10 @@ class RedisLink:
         if permit is None:
             return MISSING
         try:
-            async with asyncio.timeout(limit_s):
+            if limit_s < self.timeout_s:
+                async with asyncio.timeout(limit_s):
+                    result = await op()
+            else:
                 result = await op()
         except asyncio.CancelledError:
             self.breaker.release(permit)
@@ -112,8 +118,7 @@ class RedisLink:
         return result
 
     async def aclose(self) -> None:
-        await self.client.aclose()
-        await self.pool.disconnect()
+        await self.batcher.aclose()
 
     def _enter_fallback(self, exc: Exception) -> None:
         if self._degraded:
