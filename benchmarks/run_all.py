@@ -5,7 +5,7 @@ holds a reviewed copy with the reading of each verdict. Each benchmark measures 
 a baseline taken in the same run, so results from a noisy machine still compare.
 
 Run: ``make bench``, or ``.venv/bin/python benchmarks/run_all.py NAME ...`` with names from
-``BENCHMARKS`` (pipeline, redis_hung, memory, dispatch, graph, assistant, attribution).
+``BENCHMARKS`` (pipeline, redis_hung, memory, dispatch, graph, assistant, attribution, redis_turn).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import bench_graph
 import bench_limiter_memory
 import bench_pipeline
 import bench_redis_hung
+import bench_redis_turn
 from harness import machine_line
 
 BENCHMARKS = {
@@ -34,6 +35,7 @@ BENCHMARKS = {
     ),
     "assistant": ("6. Assistant end to end (issue 5)", bench_assistant.run),
     "attribution": ("1b. Where a turn's CPU goes, step by step", bench_attribution.run),
+    "redis_turn": ("1c. A turn's Redis work alone, in process", bench_redis_turn.run),
 }
 
 

@@ -1,0 +1,204 @@
+"""A turn's Redis work alone: what the sync plane's two limits, budget reserve and settle cost
+on a real ``redis-server``, against the same steps on the in-memory stores, same run.
+
+Each "turn" here is only those four steps, through the classes the pipeline uses
+(``FailoverRateLimiter`` and ``BudgetGate`` over one ``RedisLink``, ``CommandBatcher``
+underneath), run by 1 and by 16 concurrent tasks on uvloop. The figure is this process's CPU per
+turn (``time.process_time``), so ``redis-server``'s own CPU is not in it; "mean batch" is
+commands per round trip.
+
+One reference row, not how Denis runs: **one script a turn**, the two fixed windows and the
+reservation in a single Lua call (``_ONE_SCRIPT``), with the settle as today
+(``RedisBudgetStore.adjust``) as a second command. It is
+the design that would cut a turn to one awaited round trip, at the price of leaving ``limits``
+(issue 2 asks to wrap it); it is measured so the choice can be made on numbers.
+
+Run: ``.venv/bin/python benchmarks/bench_redis_turn.py`` (or ``run_all.py redis_turn``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry
+
+from denis.resilience import CircuitBreaker, Deadline, MonotonicClock, Signals
+from denis.resilience.metrics import Metrics
+from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore, RedisBudgetStore
+from denis.sync_plane.constants import BUDGET_KEY_TTL_S, BUDGET_PREFIX
+from denis.sync_plane.limiter import (
+    FailoverRateLimiter,
+    MemoryRateLimiter,
+    RateRule,
+    RedisRateLimiter,
+)
+from denis.sync_plane.redis_link import RedisLink, make_redis_pool
+from harness import RedisServer, md_table, rotated, run_async, started, workspace
+
+TURNS = 10_000
+ROUNDS = 5
+CONCURRENCY = (1, 16)
+USER = RateRule.parse("user", "1000000000/minute")
+CLIENT = RateRule.parse("client", "1000000000/minute")
+
+_ONE_SCRIPT = """
+local c = redis.call('INCR', KEYS[1]) if c == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if c > tonumber(ARGV[1]) then return {1, redis.call('TTL', KEYS[1])} end
+local u = redis.call('INCR', KEYS[2]) if u == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+if u > tonumber(ARGV[3]) then return {2, redis.call('TTL', KEYS[2])} end
+local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+if used + tonumber(ARGV[5]) > tonumber(ARGV[6]) then return {3, used} end
+used = redis.call('INCRBY', KEYS[3], ARGV[5]) redis.call('EXPIRE', KEYS[3], ARGV[7])
+return {0, used}
+"""
+
+Turn = Callable[[Deadline], Awaitable[None]]
+
+MEMORY = "in memory (the fallback stores)"
+REDIS = "Redis, as Denis runs (4 commands, 4 awaited round trips)"
+ONE_SCRIPT = "(reference) Redis, one script a turn + settle"
+
+
+def _link(url: str) -> RedisLink:
+    return RedisLink(
+        make_redis_pool(url, 0.1),
+        timeout_s=0.1,
+        breaker=CircuitBreaker("redis", failure_threshold=3, cooldown_s=5),
+        signals=Signals(Metrics(CollectorRegistry())),
+    )
+
+
+def _steps(link: RedisLink | None) -> Turn:
+    clock = MonotonicClock()
+    signals = Signals(Metrics(CollectorRegistry()))
+    limiter = FailoverRateLimiter(
+        MemoryRateLimiter(max_keys=100_000, clock=clock),
+        RedisRateLimiter(link.batcher) if link else None,
+        link,
+    )
+    budget = BudgetGate(
+        memory=MemoryBudgetStore(max_keys=100_000, clock=clock),
+        redis=RedisBudgetStore(link.batcher) if link else None,
+        link=link,
+        tokens_per_day=10**15,
+        reply_reserve_tokens=50,
+        signals=signals,
+    )
+
+    async def turn(deadline: Deadline) -> None:
+        await limiter.hit(CLIENT, "127.0.0.1", deadline)
+        await limiter.hit(USER, "bench", deadline)
+        reservation = await budget.reserve_counted("bench", 5, deadline)
+        await budget.settle(reservation, 12, deadline)
+
+    return turn
+
+
+def _one_script(link: RedisLink) -> Turn:
+    admit = link.batcher.script(_ONE_SCRIPT)
+    store = RedisBudgetStore(link.batcher)
+    keys = ["bench:rl:client", "bench:rl:user", f"{BUDGET_PREFIX}:bench"]
+    args = [10**9, 60, 10**9, 60, 55, 10**15, BUDGET_KEY_TTL_S]
+
+    async def turn(deadline: Deadline) -> None:
+        await link.attempt(lambda: admit(keys, args), deadline)
+        await link.attempt(lambda: store.adjust("bench", 7), deadline)
+
+    return turn
+
+
+async def _cpu_per_turn(turn: Turn, concurrency: int, turns: int) -> float:
+    clock = MonotonicClock()
+    left = [turns]
+
+    async def worker() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            await turn(Deadline.start(clock, 15))
+
+    started_s = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return (time.process_time() - started_s) / turns * 1e6
+
+
+async def _measure(url: str) -> dict[tuple[str, int], tuple[list[float], float]]:
+    link, reference = _link(url), _link(url)
+    turns = {
+        MEMORY: _steps(None),
+        REDIS: _steps(link),
+        ONE_SCRIPT: _one_script(reference),
+    }
+    links = {MEMORY: None, REDIS: link, ONE_SCRIPT: reference}
+    results: dict[tuple[str, int], tuple[list[float], float]] = {}
+    try:
+        for concurrency in CONCURRENCY:
+            for turn in turns.values():
+                await _cpu_per_turn(turn, concurrency, 2_000)  # scripts loaded, pools warm
+            samples: dict[str, list[float]] = {name: [] for name in turns}
+            counts = dict.fromkeys(turns, (0, 0))
+            for round_no in range(ROUNDS):
+                for name in rotated(list(turns), round_no):
+                    batcher = links[name].batcher if links[name] else None
+                    before = (batcher.batches, batcher.commands) if batcher else (0, 0)
+                    samples[name].append(await _cpu_per_turn(turns[name], concurrency, TURNS))
+                    if batcher:
+                        batches, commands = counts[name]
+                        counts[name] = (
+                            batches + batcher.batches - before[0],
+                            commands + batcher.commands - before[1],
+                        )
+            for name in turns:
+                batches, commands = counts[name]
+                results[name, concurrency] = (samples[name], commands / batches if batches else 0)
+    finally:
+        await link.aclose()
+        await reference.aclose()
+    return results
+
+
+def run() -> str:
+    print("redis turn: in process, real redis-server ...", flush=True)
+    with workspace() as (work, _data, _token):
+        redis = RedisServer(work / "redis")
+        with started(redis):
+            redis.start()
+            results = run_async(_measure(redis.url))
+    rows = []
+    for concurrency in CONCURRENCY:
+        memory = statistics.median(results[MEMORY, concurrency][0])
+        for name in (MEMORY, REDIS, ONE_SCRIPT):
+            samples, mean_batch = results[name, concurrency]
+            median = statistics.median(samples)
+            rows.append(
+                [
+                    str(concurrency),
+                    name,
+                    f"{median:.1f}",
+                    f"{min(samples):.1f} to {max(samples):.1f}",
+                    "-" if name == MEMORY else f"+{median - memory:.1f}",
+                    f"{mean_batch:.1f}" if mean_batch else "-",
+                ]
+            )
+    table = md_table(
+        [
+            "concurrent turns",
+            "steps run on",
+            "CPU µs/turn (median)",
+            "range",
+            "added vs memory",
+            "mean batch",
+        ],
+        rows,
+    )
+    return (
+        f"{ROUNDS} rounds x {TURNS:,} turns per row, rows interleaved; this process's CPU "
+        "only (redis-server's is not in it); no target (section 1 holds the pipeline's).\n\n"
+        + table
+    )
+
+
+if __name__ == "__main__":
+    print(run())
