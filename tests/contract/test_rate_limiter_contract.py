@@ -7,6 +7,7 @@ see a window open again; every other test stays far inside a one-minute window.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,6 +25,7 @@ from denis.resilience import (
 from denis.resilience.metrics import Metrics
 from denis.sync_plane.constants import RATE_LIMIT_PREFIX
 from denis.sync_plane.limiter import (
+    BatchedRedisStorage,
     FailoverRateLimiter,
     MemoryRateLimiter,
     RateLimiter,
@@ -118,6 +120,28 @@ async def test_redis_keys_sit_under_the_prefix_with_a_ttl(redis_connection, key:
     for raw in keys:
         assert raw.decode().startswith(f"{RATE_LIMIT_PREFIX}:")
         assert 0 < await redis_connection.client.ttl(raw) <= rule.window_s
+
+
+@pytest.mark.integration
+async def test_the_limits_storage_answers_every_storage_call(redis_connection, key: str) -> None:
+    """``BatchedRedisStorage`` is a whole ``limits`` storage, not only the ``incr`` a hit uses."""
+    storage = BatchedRedisStorage(redis_connection.batcher)
+    client = redis_connection.client
+    await client.set("not-denis", "kept")
+
+    assert await storage.check()
+    assert await storage.incr(key, 60) == 1
+    assert await storage.incr(key, 60, amount=3) == 4
+    assert await storage.get(key) == 4
+    assert await storage.get("never-hit") == 0
+    assert time.time() < await storage.get_expiry(key) <= time.time() + 60
+    await storage.incr("other", 60)
+    await storage.clear(key)
+    assert await storage.get(key) == 0
+    assert await storage.get("other") == 1
+    assert await storage.reset() == 1  # only keys under the limiter's prefix
+    assert await storage.get("other") == 0
+    assert await client.get("not-denis") == b"kept"
 
 
 def signal_count(registry: CollectorRegistry, signal: Signal) -> float | None:
