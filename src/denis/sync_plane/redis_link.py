@@ -45,8 +45,8 @@ def make_redis_pool(url: str, timeout_s: float) -> ConnectionPool:
     this pool goes out in a ``CommandBatcher`` batch, whose own timeout (``timeout_s``) bounds
     the whole round trip, send and read. redis-py enforces a
     ``socket_timeout`` (5 s when not given) on each send with ``asyncio.wait_for``, which on
-    Python 3.11 wraps the send in a Task of its own: measured 13 to 19 µs of CPU per command,
-    about a quarter of its cost, four commands a turn (``benchmarks/RESULTS.md``, section 1).
+    Python 3.11 wraps the send in a Task of its own: measured 13 to 19 µs of CPU a send
+    (``benchmarks/RESULTS.md``, section 1), a fixed cost our batches would pay once each.
     A batch that our timeout cancels drops its connection, as redis-py's own timeout would.
     """
     return ConnectionPool.from_url(
