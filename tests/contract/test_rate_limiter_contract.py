@@ -55,7 +55,8 @@ async def test_exactly_the_limit_is_allowed_then_refused(
         verdict = await rate_limiter.hit(rule, key)
         assert not verdict.allowed
         assert verdict.backend == backend
-        assert 1 <= verdict.retry_after_s <= rule.window_s
+        # The window began a moment ago, at the first hit: its end is almost a minute away.
+        assert rule.window_s - 5 <= verdict.retry_after_s <= rule.window_s
 
 
 async def test_different_keys_are_independent(
@@ -120,6 +121,21 @@ async def test_redis_keys_sit_under_the_prefix_with_a_ttl(redis_connection, key:
     for raw in keys:
         assert raw.decode().startswith(f"{RATE_LIMIT_PREFIX}:")
         assert 0 < await redis_connection.client.ttl(raw) <= rule.window_s
+
+
+@pytest.mark.integration
+async def test_a_refused_check_on_redis_reads_only_the_window_end(
+    redis_connection, key: str
+) -> None:
+    limiter = RedisRateLimiter(redis_connection.batcher)
+    rule = RateRule.parse("user", "1/minute")
+    assert (await limiter.hit(rule, key)).allowed
+    before = redis_connection.batcher.commands
+
+    verdict = await limiter.hit(rule, key)
+
+    assert not verdict.allowed
+    assert redis_connection.batcher.commands - before == 2  # the count, then its TTL
 
 
 @pytest.mark.integration

@@ -129,13 +129,16 @@ class BatchedRedisStorage(Storage):
 
 class RedisRateLimiter:
     def __init__(self, batcher: CommandBatcher) -> None:
-        self._strategy = FixedWindowRateLimiter(BatchedRedisStorage(batcher))
+        self._storage = BatchedRedisStorage(batcher)
+        self._strategy = FixedWindowRateLimiter(self._storage)
 
     async def hit(self, rule: RateRule, key: str) -> RateVerdict:
         if await self._strategy.hit(rule.item, rule.name, key):
             return _ALLOWED_ON_REDIS
-        stats = await self._strategy.get_window_stats(rule.item, rule.name, key)
-        retry_after_s = max(1.0, math.ceil(stats.reset_time - time.time()))
+        # Only the window's end is needed: one TTL read, where ``get_window_stats`` would also
+        # read the count (a refused request costs two round trips, not three).
+        reset_time = await self._storage.get_expiry(rule.item.key_for(rule.name, key))
+        retry_after_s = max(1.0, math.ceil(reset_time - time.time()))
         return RateVerdict(allowed=False, retry_after_s=retry_after_s, backend="redis")
 
 
