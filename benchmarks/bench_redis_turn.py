@@ -125,37 +125,29 @@ async def _cpu_per_turn(turn: Turn, concurrency: int, turns: int) -> float:
 
 
 async def _measure(url: str) -> dict[tuple[str, int], tuple[list[float], float]]:
-    link, reference = _link(url), _link(url)
-    turns = {
-        MEMORY: _steps(None),
-        REDIS: _steps(link),
-        ONE_SCRIPT: _one_script(reference),
-    }
-    links = {MEMORY: None, REDIS: link, ONE_SCRIPT: reference}
+    """Per concurrency, fresh links (so each batcher's counts are of that concurrency, warm-up
+    included): every row's samples and its mean batch (0 in memory)."""
     results: dict[tuple[str, int], tuple[list[float], float]] = {}
-    try:
-        for concurrency in CONCURRENCY:
-            for turn in turns.values():
+    for concurrency in CONCURRENCY:
+        link, reference = _link(url), _link(url)
+        rows = {
+            MEMORY: (_steps(None), None),
+            REDIS: (_steps(link), link.batcher),
+            ONE_SCRIPT: (_one_script(reference), reference.batcher),
+        }
+        try:
+            for turn, _ in rows.values():
                 await _cpu_per_turn(turn, concurrency, 2_000)  # scripts loaded, pools warm
-            samples: dict[str, list[float]] = {name: [] for name in turns}
-            counts = dict.fromkeys(turns, (0, 0))
+            samples: dict[str, list[float]] = {name: [] for name in rows}
             for round_no in range(ROUNDS):
-                for name in rotated(list(turns), round_no):
-                    batcher = links[name].batcher if links[name] else None
-                    before = (batcher.batches, batcher.commands) if batcher else (0, 0)
-                    samples[name].append(await _cpu_per_turn(turns[name], concurrency, TURNS))
-                    if batcher:
-                        batches, commands = counts[name]
-                        counts[name] = (
-                            batches + batcher.batches - before[0],
-                            commands + batcher.commands - before[1],
-                        )
-            for name in turns:
-                batches, commands = counts[name]
-                results[name, concurrency] = (samples[name], commands / batches if batches else 0)
-    finally:
-        await link.aclose()
-        await reference.aclose()
+                for name in rotated(list(rows), round_no):
+                    samples[name].append(await _cpu_per_turn(rows[name][0], concurrency, TURNS))
+        finally:
+            await link.aclose()
+            await reference.aclose()
+        for name, (_, batcher) in rows.items():
+            mean_batch = batcher.commands / batcher.batches if batcher else 0.0
+            results[name, concurrency] = (samples[name], mean_batch)
     return results
 
 
