@@ -69,7 +69,6 @@ class RedisLink:
         signals: Signals,
     ) -> None:
         self.batcher = CommandBatcher(pool, timeout_s=timeout_s)
-        self.timeout_s = timeout_s
         self.breaker = breaker
         self._signals = signals
         self._degraded = False
@@ -87,14 +86,15 @@ class RedisLink:
         the request's deadline, not Redis, cut the call short, the call is handed back without
         a verdict: a request running out of time says nothing about Redis.
         """
-        limit_s = deadline.timeout_s(self.timeout_s)
+        limit_s = deadline.timeout_s(self.batcher.timeout_s)
         if limit_s <= 0:
             return MISSING
         permit = self.breaker.try_acquire()
         if permit is None:
             return MISSING
+        request_bound = limit_s < self.batcher.timeout_s  # the request ends before a batch would
         try:
-            if limit_s < self.timeout_s:
+            if request_bound:
                 async with asyncio.timeout(limit_s):
                     result = await op()
             else:
@@ -103,7 +103,7 @@ class RedisLink:
             self.breaker.release(permit)
             raise
         except TimeoutError as exc:
-            if limit_s < self.timeout_s:
+            if request_bound:
                 self.breaker.release(permit)
                 return MISSING
             self.breaker.record_failure(permit)
