@@ -149,10 +149,22 @@ def test_killed_server_page_reconnects_on_the_backoff_schedule_and_delivers_once
     page.wait_for_selector("#messages .entry.me[data-state='queued']")
     assert "can't be reached" in page.inner_text("#connection-help")
     screenshot(page, "02-offline-message-queued")
+    # Every state the pill shows from here on: a failed attempt must not flip it to "Connecting…"
+    # (it did, and the help line went blank between two attempts).
+    page.evaluate(
+        """() => {
+          window.shownStates = [];
+          const pill = document.querySelector('#connection-state');
+          new MutationObserver(() => window.shownStates.push(pill.dataset.state))
+            .observe(pill, {attributes: true, childList: true, characterData: true, subtree: true});
+        }"""
+    )
     # Let the page try a few times while nothing listens: 0.2 + 0.4 + 0.8 + 1.6 + 1.6 s.
     page.wait_for_function(
         "n => denisDebug.attempts.length >= n", arg=first_attempt + 5, timeout=20_000
     )
+    assert set(page.evaluate("window.shownStates")) <= {"offline"}
+    assert "can't be reached" in page.inner_text("#connection-help")
     assert page.evaluate("denisDebug.sent") == 1  # the queued message has not gone anywhere
 
     denis.start()  # the same port and data dir

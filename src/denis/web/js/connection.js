@@ -208,7 +208,9 @@ export class Connection {
     this.wsAuthed = false;
     this.wsSlow = false;
     this.pings.clear();
-    this.httpReachable = null; // probe again before any POST
+    // Probe again before any POST. A failed attempt while offline leaves it offline: it tells
+    // nothing new, and "connecting" between two attempts made the status flicker.
+    if (this.httpReachable !== false) this.httpReachable = null;
     for (const item of this.outbox.orphan("ws")) this.events.uncertain(item);
     this.telemetry.record("ws_state", { detail: `closed ${event.code}` });
     if (event.code === CLOSE_POLICY && event.reason === "unauthorized") {
