@@ -35,7 +35,7 @@ from denis.sync_plane.limiter import (
     RateRule,
     RedisRateLimiter,
 )
-from denis.sync_plane.redis_link import RedisLink, make_redis_pool
+from denis.sync_plane.redis_link import RedisLink
 from harness import RedisServer, md_table, rotated, run_async, started, workspace
 
 TURNS = 10_000
@@ -64,7 +64,7 @@ ONE_SCRIPT = "(reference) Redis, one script a turn + settle"
 
 def _link(url: str) -> RedisLink:
     return RedisLink(
-        make_redis_pool(url, 0.1),
+        url,
         timeout_s=0.1,
         breaker=CircuitBreaker("redis", failure_threshold=3, cooldown_s=5),
         signals=Signals(Metrics(CollectorRegistry())),

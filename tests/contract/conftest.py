@@ -1,7 +1,7 @@
 """Contract fixtures: every test here runs once per implementation (``redis`` and ``memory``).
 
 The Redis side runs on a real ``redis-server`` (the function-scoped ``redis_server`` fixture),
-through a pool built the way the app builds it, and is closed after the test so no connection is
+through a batcher built the way the app builds it, and is closed after the test so no connection is
 left open (warnings are errors). The memory side runs on the real monotonic clock, because the
 Redis side runs on real time too.
 """
@@ -20,7 +20,6 @@ from denis.resilience import MonotonicClock
 from denis.sync_plane.budget import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from denis.sync_plane.limiter import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from denis.sync_plane.redis_batch import CommandBatcher
-from denis.sync_plane.redis_link import make_redis_pool
 
 if TYPE_CHECKING:
     from servers import RedisServer
@@ -38,9 +37,8 @@ class RedisConnection:
 
 @pytest.fixture
 async def redis_connection(redis_server: RedisServer) -> AsyncIterator[RedisConnection]:
-    pool = make_redis_pool(redis_server.url, timeout_s=1.0)
-    client = Redis(connection_pool=pool)
-    batcher = CommandBatcher(pool, timeout_s=1.0)
+    client = Redis.from_url(redis_server.url)
+    batcher = CommandBatcher(redis_server.url, timeout_s=1.0)
     try:
         yield RedisConnection(batcher, client)
     finally:

@@ -32,7 +32,7 @@ from denis.sync_plane.limiter import (
     RateRule,
     RedisRateLimiter,
 )
-from denis.sync_plane.redis_link import RedisLink, make_redis_pool
+from denis.sync_plane.redis_link import RedisLink
 
 if TYPE_CHECKING:
     from servers import RedisServer
@@ -170,9 +170,8 @@ async def test_failover_limiter_falls_back_to_memory_when_redis_dies(
 ) -> None:
     registry = CollectorRegistry()
     signals = Signals(Metrics(registry))
-    pool = make_redis_pool(redis_server.url, timeout_s=1.0)
     link = RedisLink(
-        pool,
+        redis_server.url,
         timeout_s=1.0,
         breaker=CircuitBreaker("redis", failure_threshold=3, cooldown_s=60),
         signals=signals,
@@ -220,9 +219,8 @@ async def test_a_request_out_of_time_says_nothing_about_redis(
     registry = CollectorRegistry()
     signals = Signals(Metrics(registry))
     clock = ManualClock()
-    pool = make_redis_pool(redis_server.url, timeout_s=1.0)
     breaker = CircuitBreaker("redis", failure_threshold=1, cooldown_s=60, clock=clock)
-    link = RedisLink(pool, timeout_s=1.0, breaker=breaker, signals=signals)
+    link = RedisLink(redis_server.url, timeout_s=1.0, breaker=breaker, signals=signals)
     limiter = FailoverRateLimiter(
         MemoryRateLimiter(max_keys=1000, clock=clock), RedisRateLimiter(link.batcher), link
     )

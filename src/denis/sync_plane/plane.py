@@ -18,7 +18,7 @@ from denis.sync_plane.limiter import (
     RedisRateLimiter,
 )
 from denis.sync_plane.pipeline import SYNC_ZONE, ChatPipeline, RateRules
-from denis.sync_plane.redis_link import RedisLink, make_redis_pool
+from denis.sync_plane.redis_link import RedisLink
 from denis.sync_plane.responder import BasicResponder, Responder
 
 __all__ = ["SyncPlane", "open_sync_plane"]
@@ -57,9 +57,8 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
     redis_limiter: RedisRateLimiter | None = None
     redis_budget: RedisBudgetStore | None = None
     if settings.redis_url:
-        pool = make_redis_pool(settings.redis_url, settings.redis_timeout_s)
         link = RedisLink(
-            pool,
+            settings.redis_url,
             timeout_s=settings.redis_timeout_s,
             breaker=health.add_breaker(
                 CircuitBreaker.configured("redis", settings.redis_breaker, clock)

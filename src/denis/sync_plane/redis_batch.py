@@ -1,113 +1,260 @@
-"""Redis commands from concurrent turns, sent together: one write and one read per batch.
+"""Redis commands from concurrent turns, pipelined on one connection: one write per batch.
 
 Every command issued while the event loop runs one round of callbacks joins the same batch;
-the batch goes out at the start of the next round on one pooled connection, its replies are
-read back in order, and each caller gets its own reply (or its own error reply). Nothing is
-reordered within a connection and every command stays what it was (a Lua script stays one
-atomic step on the server): only the round trips are shared.
+the batch is written at the start of the next round, in one write, on the batcher's one
+connection. Replies come back in order (Redis answers a connection's commands in the order it
+read them), are parsed by ``hiredis`` as the bytes arrive, and each caller gets its own reply
+or its own error reply. Batches do not wait for each other: a second batch is written while
+the first is still being answered. Nothing is reordered and every command stays what it was (a
+Lua script stays one atomic step on the server): only round trips and writes are shared.
 
-Why our own: redis-py sends each command of each caller on its own round trip (measured on
-this machine: 38 µs of client CPU for one ``EVALSHA``, 50 µs through ``limits``), and it has
-no way to gather independent callers; its ``Pipeline`` gathers one caller's commands, and for
-scripts adds a ``SCRIPT EXISTS`` round trip to every execute. Here the batch uses redis-py's
-own connections and reply parser (``send_packed_command``, ``read_response``). Commands are
-packed here (``pack``): the arguments are only ``str``, ``bytes`` and ``int``, and redis-py's
-general packer took 3.3 µs a command against 1.2 µs for ``pack``.
+Why our own: redis-py sends each command of each caller on its own round trip and has no way
+to gather independent callers (its ``Pipeline`` gathers one caller's commands, and adds a
+``SCRIPT EXISTS`` round trip to every execute with scripts). A first version of this module
+batched through redis-py's pooled connections (``send_packed_command`` and ``read_response``
+per reply): the pool's checks on every checkout, a task and a timer per batch and redis-py's
+per-reply wrapper cost more CPU than the commands themselves (``benchmarks/RESULTS.md``,
+eighth round). Here one ``asyncio.Protocol`` owns the socket, ``hiredis.Reader`` (the parser
+redis-py itself uses when installed) turns bytes into replies, and redis-py gives the URL
+parsing and the exception classes. Commands are packed here (``pack``): the arguments are only
+``str``, ``bytes`` and ``int``; the output is tested byte for byte against redis-py's packer.
 
-Containment: one timer bounds each batch, from taking a connection to reading its last reply
-(``timeout_s``); past it, or on any connection error, every caller still waiting in the batch
-gets the error at once and the connection is dropped, never reused half-read. A caller that
-stops waiting (cancelled) leaves the batch alone; its reply is read and discarded. Commands are
-never retried here (the ``RedisLink`` around each operation decides what a failure means).
+Containment:
+- Every batch has a timer (``timeout_s``) from its write to its last reply; connecting,
+  authenticating and selecting the database have one too. Past it, every command still waiting
+  on the connection fails with ``TimeoutError`` (later batches cannot be answered before an
+  earlier one), and the connection is aborted, never reused half-read; the next call connects
+  again. A lost connection fails every waiting command with ``ConnectionError`` at once.
+- No retries here (the ``RedisLink`` around each operation decides what a failure means).
+- A caller that stops waiting (cancelled) leaves its batch alone: its command was sent, or is
+  sent with its batch, and its reply is read and discarded.
+- ``aclose`` writes what is queued, waits for every reply on the wire (each bounded by its
+  batch's timer) and closes the connection.
+- Written data is not held back while Redis reads slowly (no flow control): what can pile up is
+  what callers send in ``timeout_s``, after which the connection is aborted and its buffer freed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
-from typing import Any
+import ssl
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
-from redis.asyncio import ConnectionPool
-from redis.asyncio.connection import Connection
+import hiredis
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 
 __all__ = ["BatchedScript", "CommandBatcher", "pack"]
 
 Arg = str | bytes | int
+_Waiter = asyncio.Future[Any]
 
 
 class CommandBatcher:
-    def __init__(self, pool: ConnectionPool, *, timeout_s: float) -> None:
-        self.pool = pool
+    def __init__(self, url: str, *, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._queue: list[tuple[tuple[Arg, ...], asyncio.Future[Any]]] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self.batches = 0  # sent so far; with ``commands``, the mean batch size
+        self._address = _Address.parse(url)
+        self._queue: list[bytes] = []  # packed commands of the coming batch
+        self._waiters: list[_Waiter] = []  # their callers, in the same order
+        self._link: _RespLink | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self.batches = 0  # written so far; with ``commands``, the mean batch size
         self.commands = 0
 
     async def call(self, *args: Arg) -> Any:
         """Send one command with whatever else this round of the loop sends; its reply.
 
-        Raises the command's own error reply (``ResponseError``), or the batch's failure
-        (``TimeoutError``, ``ConnectionError``, ...).
+        Raises the command's own error reply (``ResponseError``), or the connection's failure
+        (``TimeoutError``, ``ConnectionError``, ...); ``TypeError`` for an argument that is not
+        ``str``, ``bytes`` or ``int`` (nothing is sent).
         """
+        packed = pack((args,))
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: _Waiter = loop.create_future()
         if not self._queue:
             loop.call_soon(self._flush)
-        self._queue.append((args, future))
+        self._queue.append(packed)
+        self._waiters.append(future)
         return await future
 
     def script(self, source: str) -> BatchedScript:
         return BatchedScript(self, source)
 
     async def aclose(self) -> None:
-        """Send what is queued, wait for the batches on the wire (each ends within
-        ``timeout_s``), then disconnect."""
+        """Send what is queued, wait for every reply on the wire, close the connection."""
         self._flush()
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
-        await self.pool.disconnect()
+        if self._connecting is not None:  # it writes the queue once connected, or fails it
+            await asyncio.wait([self._connecting])  # bounded by ``timeout_s``
+        link, self._link = self._link, None
+        if link is not None:
+            await link.drain()
+            link.close()
 
     def _flush(self) -> None:
         if not self._queue:
             return
-        batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-
-    async def _send(self, batch: list[tuple[tuple[Arg, ...], asyncio.Future[Any]]]) -> None:
+        link = self._link
+        if link is None or link.closed:
+            if self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            return  # the connection, once made, writes the queue; failed, fails it
+        queue, waiters = self._queue, self._waiters
+        self._queue, self._waiters = [], []
         self.batches += 1
-        self.commands += len(batch)
-        connection: Connection | None = None
-        answered = 0
+        self.commands += len(waiters)
+        try:
+            link.send(b"".join(queue), waiters)
+        except Exception as exc:  # noqa: BLE001 - no caller is left waiting on a broken link
+            link.abort()
+            for future in waiters:
+                _fail(future, exc)
+
+    async def _connect(self) -> None:
+        link: _RespLink | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
-                packed = pack([args for args, _ in batch])
-                await connection.send_packed_command(packed, check_health=False)
-                for _, future in batch:
-                    try:
-                        reply = await connection.read_response()
-                    except ResponseError as exc:  # this command's own error reply
-                        _fail(future, exc)
-                    else:
-                        if not future.done():
-                            future.set_result(reply)
-                    answered += 1
+                link = await self._address.open(self.timeout_s)
+                if hello := self._address.hello:
+                    greeted: list[_Waiter] = [link.loop.create_future() for _ in hello]
+                    link.send(pack(hello), greeted)
+                    for future in greeted:
+                        await future  # a refused AUTH or SELECT raises here
         except BaseException as exc:
-            if connection is not None:
-                await connection.disconnect()  # half-read or broken (redis-py drops it too)
-            for _, future in batch[answered:]:
-                _fail(future, exc if isinstance(exc, Exception) else RedisConnectionError("closed"))
+            if link is not None:
+                link.abort()
+            waiters, self._queue, self._waiters = self._waiters, [], []
+            failure = exc if isinstance(exc, Exception) else RedisConnectionError("closed")
+            for future in waiters:
+                _fail(future, failure)
             if not isinstance(exc, Exception):
                 raise
+        else:
+            self._link = link
+            self._flush()
         finally:
-            if connection is not None:
-                await self.pool.release(connection)
+            self._connecting = None
+
+
+class _RespLink(asyncio.Protocol):
+    """One connection to Redis: writes batches, hands each reply to the next waiting caller,
+    fails everything waiting when a batch's timer rings or the connection drops."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        self.loop = loop
+        self.closed = False
+        self._timeout_s = timeout_s
+        self._transport: asyncio.Transport  # set once connected, before ``open`` returns
+        self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
+        self._waiting: deque[_Waiter] = deque()
+        # One timer a batch, with the number of the batch's last reply: (reply number, timer).
+        self._timers: deque[tuple[int, asyncio.TimerHandle]] = deque()
+        self._sent = 0  # commands written so far
+        self._answered = 0  # replies read so far
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
+
+    def send(self, packed: bytes, waiters: list[_Waiter]) -> None:
+        self._transport.write(packed)
+        self._waiting.extend(waiters)
+        self._sent += len(waiters)
+        timer = self.loop.call_later(self._timeout_s, self._expire)
+        self._timers.append((self._sent, timer))
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        waiting = self._waiting
+        try:
+            while (reply := reader.gets()) is not False:
+                future = waiting.popleft()
+                self._answered += 1
+                if future.done():  # its caller stopped waiting
+                    continue
+                if isinstance(reply, ResponseError):
+                    future.set_exception(_error_reply(reply))
+                else:
+                    future.set_result(reply)
+        except (InvalidResponse, IndexError):  # garbage, or a reply nobody asked for
+            self._fail_all(InvalidResponse("Redis sent a reply out of step"))
+            self.abort()
+            return
+        timers = self._timers
+        while timers and timers[0][0] <= self._answered:
+            timers.popleft()[1].cancel()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        why = f": {exc}" if exc is not None else " (closed by Redis)"
+        self._fail_all(RedisConnectionError(f"connection to Redis lost{why}"))
+
+    def _expire(self) -> None:
+        self._fail_all(TimeoutError(f"Redis did not answer within {self._timeout_s} s"))
+        self.abort()
+
+    def _fail_all(self, exc: Exception) -> None:
+        self.closed = True
+        while self._timers:
+            self._timers.popleft()[1].cancel()
+        while self._waiting:
+            _fail(self._waiting.popleft(), exc)
+
+    async def drain(self) -> None:
+        if self._waiting:
+            await asyncio.wait(list(self._waiting))
+
+    def abort(self) -> None:
+        self.closed = True
+        self._transport.abort()
+
+    def close(self) -> None:
+        self.closed = True
+        self._transport.close()
+
+
+class _Address:
+    """Where and how to connect, from a ``redis://``, ``rediss://`` or ``unix://`` URL (parsed by
+    redis-py): host and port or socket path, TLS, and the AUTH and SELECT to send first."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.host: str = options.get("host", "localhost")
+        self.port: int = int(options.get("port", 6379))
+        self.path: str | None = options.get("path")
+        self.tls = options.get("connection_class") is SSLConnection
+        self.hello: list[tuple[Arg, ...]] = []
+        password, username = options.get("password"), options.get("username")
+        if password is not None:
+            login = (username, password) if username else (password,)
+            self.hello.append(("AUTH", *login))
+        if db := int(options.get("db", 0)):
+            self.hello.append(("SELECT", db))
+        if options.get("connection_class") is UnixDomainSocketConnection and self.path is None:
+            raise ValueError("a unix:// Redis URL needs a socket path")
+
+    @classmethod
+    def parse(cls, url: str) -> _Address:
+        return cls(parse_url(url))
+
+    async def open(self, timeout_s: float) -> _RespLink:
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> _RespLink:
+            return _RespLink(loop, timeout_s)
+
+        try:
+            if self.path is not None:
+                _, link = await loop.create_unix_connection(protocol, self.path)
+            else:
+                tls = ssl.create_default_context() if self.tls else None
+                _, link = await loop.create_connection(protocol, self.host, self.port, ssl=tls)
+        except OSError as exc:
+            where = self.path or f"{self.host}:{self.port}"
+            raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
+        return link
 
 
 def pack(commands: Sequence[Sequence[Arg]]) -> bytes:
@@ -128,7 +275,14 @@ def pack(commands: Sequence[Sequence[Arg]]) -> bytes:
     return b"".join(out)
 
 
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+def _error_reply(reply: ResponseError) -> ResponseError:
+    message = str(reply)
+    if message.startswith("NOSCRIPT"):
+        return NoScriptError(message)
+    return reply
+
+
+def _fail(future: _Waiter, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
 

@@ -1,8 +1,8 @@
 """The sync plane's one link to Redis: short timeouts, no retries, a breaker, one signal.
 
 redis-py retries a timed-out command by default, so a hung (SIGSTOPped) Redis took 26 s to
-raise with ``socket_timeout=2``; with ``retry=Retry(NoBackoff(), 0)`` and our own timeout around
-every round trip (the ``CommandBatcher``'s, one per batch), a hung Redis costs an operation at
+raise with ``socket_timeout=2``. Here nothing retries, and every command is bounded by its
+batch's timer in the ``CommandBatcher`` (``timeout_s``): a hung Redis costs an operation at
 most ``timeout_s`` a command, and once the breaker is open nothing waits on it at all.
 ``attempt`` returns ``MISSING`` instead of raising, so callers fall back in-line.
 
@@ -18,14 +18,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
-from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from denis.resilience import CircuitBreaker, Deadline, Signal, Signals
 from denis.sync_plane.redis_batch import CommandBatcher
 
-__all__ = ["MISSING", "Missing", "RedisLink", "make_redis_pool"]
+__all__ = ["MISSING", "Missing", "RedisLink"]
 
 T = TypeVar("T")
 _log = structlog.get_logger("denis.sync_plane")
@@ -38,37 +35,16 @@ class Missing(enum.Enum):
 MISSING = Missing.MISSING
 
 
-def make_redis_pool(url: str, timeout_s: float) -> ConnectionPool:
-    """A pool for ``RedisLink``: no retries, connects bounded by ``timeout_s``.
-
-    ``socket_timeout=None``, unlike our other vendor clients, and on purpose: every command on
-    this pool goes out in a ``CommandBatcher`` batch, whose own timeout (``timeout_s``) bounds
-    the whole round trip, send and read. redis-py enforces a
-    ``socket_timeout`` (5 s when not given) on each send with ``asyncio.wait_for``, which on
-    Python 3.11 wraps the send in a Task of its own: measured 13 to 19 µs of CPU a send
-    (``benchmarks/RESULTS.md``, section 1), a fixed cost our batches would pay once each.
-    A batch that our timeout cancels drops its connection, as redis-py's own timeout would.
-    """
-    return ConnectionPool.from_url(
-        url,
-        socket_timeout=None,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-        max_connections=256,
-    )
-
-
 class RedisLink:
     def __init__(
         self,
-        pool: ConnectionPool,
+        url: str,
         *,
         timeout_s: float,
         breaker: CircuitBreaker,
         signals: Signals,
     ) -> None:
-        self.batcher = CommandBatcher(pool, timeout_s=timeout_s)
+        self.batcher = CommandBatcher(url, timeout_s=timeout_s)
         self.breaker = breaker
         self._signals = signals
         self._degraded = False

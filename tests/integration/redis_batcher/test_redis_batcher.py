@@ -17,7 +17,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from denis.sync_plane.redis_batch import CommandBatcher, pack
-from denis.sync_plane.redis_link import make_redis_pool
 
 if TYPE_CHECKING:
     from servers import RedisServer
@@ -29,7 +28,7 @@ TIMEOUT_S = 0.3
 
 @pytest.fixture
 async def batcher(redis_server: RedisServer) -> AsyncIterator[CommandBatcher]:
-    batcher = CommandBatcher(make_redis_pool(redis_server.url, TIMEOUT_S), timeout_s=TIMEOUT_S)
+    batcher = CommandBatcher(redis_server.url, timeout_s=TIMEOUT_S)
     try:
         yield batcher
     finally:
@@ -145,19 +144,18 @@ async def test_a_dead_server_fails_fast_and_a_restarted_one_is_used_again(
 async def test_aclose_waits_for_the_batch_on_the_wire(
     redis_server: RedisServer,
 ) -> None:
-    batcher = CommandBatcher(make_redis_pool(redis_server.url, TIMEOUT_S), timeout_s=TIMEOUT_S)
+    batcher = CommandBatcher(redis_server.url, timeout_s=TIMEOUT_S)
     call = asyncio.ensure_future(batcher.call("INCR", "w"))
     await asyncio.sleep(0)
     await asyncio.sleep(0)  # the batch is sent, its reply not yet read
     await batcher.aclose()
-    assert call.done()
-    assert call.result() == 1
+    assert await call == 1  # a connection closed under it would have failed it
 
 
 async def test_aclose_sends_what_is_queued_and_leaves_no_connection_open(
     redis_server: RedisServer, client: Redis
 ) -> None:
-    batcher = CommandBatcher(make_redis_pool(redis_server.url, TIMEOUT_S), timeout_s=TIMEOUT_S)
+    batcher = CommandBatcher(redis_server.url, timeout_s=TIMEOUT_S)
     call = asyncio.ensure_future(batcher.call("INCR", "q"))
     await asyncio.sleep(0)  # queued: its batch goes out on the loop's next round
     await batcher.aclose()
@@ -166,6 +164,41 @@ async def test_aclose_sends_what_is_queued_and_leaves_no_connection_open(
     assert call.result() == 1
     clients = await client.client_list()
     assert len(clients) == 1  # only this test's own client
+
+
+async def test_the_url_s_password_user_and_database_are_used(
+    redis_server: RedisServer, client: Redis
+) -> None:
+    await client.execute_command("ACL", "SETUSER", "denis", "on", ">s3cret", "~*", "+@all")
+    await client.config_set("requirepass", "hunter2")  # the default user's password
+    port = redis_server.port
+    urls = [f"redis://:hunter2@127.0.0.1:{port}/3", f"redis://denis:s3cret@127.0.0.1:{port}/3"]
+    for count, url in enumerate(urls, start=1):
+        batcher = CommandBatcher(url, timeout_s=TIMEOUT_S)
+        try:
+            assert await batcher.call("INCR", "in-db-3") == count
+        finally:
+            await batcher.aclose()
+    assert await client.get("in-db-3") is None  # this client is on database 0
+    await client.execute_command("SELECT", 3)
+    assert await client.get("in-db-3") == b"2"
+
+
+async def test_a_wrong_password_is_each_caller_s_clear_error(
+    redis_server: RedisServer, client: Redis
+) -> None:
+    await client.config_set("requirepass", "hunter2")
+    batcher = CommandBatcher(f"redis://:wrong@127.0.0.1:{redis_server.port}/0", timeout_s=5.0)
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            batcher.call("PING"), batcher.call("PING"), return_exceptions=True
+        )
+        assert time.monotonic() - started < 1.0  # refused, not left to time out
+        assert all(isinstance(result, ResponseError) for result in results)
+        assert all("WRONGPASS" in str(result) for result in results)
+    finally:
+        await batcher.aclose()
 
 
 @settings(max_examples=200, deadline=None)
