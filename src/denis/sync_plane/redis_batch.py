@@ -48,7 +48,7 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 
-__all__ = ["BatchedScript", "CommandBatcher", "pack"]
+__all__ = ["Arg", "BatchedScript", "CommandBatcher", "pack"]
 
 Arg = str | bytes | int
 _Waiter = asyncio.Future[Any]
@@ -80,6 +80,16 @@ class CommandBatcher:
         self._queue.append(packed)
         self._waiters.append(future)
         return await future
+
+    def send_nowait(self, *args: Arg) -> None:
+        """Queue a command whose reply nobody waits for: it goes out with this round's batch,
+        after every command queued before it and before every command queued after it; its
+        reply, error or failure is dropped."""
+        packed = pack((args,))
+        if not self._queue:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._queue.append(packed)
+        self._waiters.append(_NOBODY)
 
     def script(self, source: str) -> BatchedScript:
         return BatchedScript(self, source)
@@ -150,8 +160,10 @@ class _RespLink(asyncio.Protocol):
         self._transport: asyncio.Transport  # set once connected, before ``open`` returns
         self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
         self._waiting: deque[_Waiter] = deque()
-        # One timer a batch, with the number of the batch's last reply: (reply number, timer).
-        self._timers: deque[tuple[int, asyncio.TimerHandle]] = deque()
+        # The batches not yet fully answered: (number of the batch's last reply, its deadline).
+        self._batches: deque[tuple[int, float]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None  # rings at the oldest batch's deadline
+        self._drained: asyncio.Future[None] | None = None  # for ``drain``: nothing left waiting
         self._sent = 0  # commands written so far
         self._answered = 0  # replies read so far
 
@@ -162,8 +174,10 @@ class _RespLink(asyncio.Protocol):
         self._transport.write(packed)
         self._waiting.extend(waiters)
         self._sent += len(waiters)
-        timer = self.loop.call_later(self._timeout_s, self._expire)
-        self._timers.append((self._sent, timer))
+        deadline = self.loop.time() + self._timeout_s
+        self._batches.append((self._sent, deadline))
+        if self._watchdog is None:
+            self._watchdog = self.loop.call_at(deadline, self._check_deadlines)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
@@ -183,29 +197,46 @@ class _RespLink(asyncio.Protocol):
             self._fail_all(InvalidResponse("Redis sent a reply out of step"))
             self.abort()
             return
-        timers = self._timers
-        while timers and timers[0][0] <= self._answered:
-            timers.popleft()[1].cancel()
+        batches = self._batches
+        while batches and batches[0][0] <= self._answered:
+            batches.popleft()
+        if not waiting and self._drained is not None:
+            _succeed(self._drained)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         why = f": {exc}" if exc is not None else " (closed by Redis)"
         self._fail_all(RedisConnectionError(f"connection to Redis lost{why}"))
 
-    def _expire(self) -> None:
+    def _check_deadlines(self) -> None:
+        """One timer for all batches (one each cost more than their commands): re-armed at the
+        oldest unanswered batch's deadline, and past it, everything waiting fails."""
+        self._watchdog = None
+        if not self._batches:
+            return
+        deadline = self._batches[0][1]
+        if self.loop.time() < deadline:
+            self._watchdog = self.loop.call_at(deadline, self._check_deadlines)
+            return
         self._fail_all(TimeoutError(f"Redis did not answer within {self._timeout_s} s"))
         self.abort()
 
     def _fail_all(self, exc: Exception) -> None:
         self.closed = True
-        while self._timers:
-            self._timers.popleft()[1].cancel()
+        self._batches.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._waiting:
             _fail(self._waiting.popleft(), exc)
+        if self._drained is not None:
+            _succeed(self._drained)
 
     async def drain(self) -> None:
+        """Until every command written has had its reply, or the connection failed."""
         if self._waiting:
-            await asyncio.wait(list(self._waiting))
+            self._drained = self.loop.create_future()
+            await self._drained
 
     def abort(self) -> None:
         self.closed = True
@@ -282,6 +313,22 @@ def _error_reply(reply: ResponseError) -> ResponseError:
     return reply
 
 
+class _Nobody:
+    """The waiter of a command sent with ``send_nowait``: already done, so its reply is
+    dropped like a cancelled caller's."""
+
+    def done(self) -> bool:
+        return True
+
+
+_NOBODY = cast("_Waiter", _Nobody())
+
+
+def _succeed(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _fail(future: _Waiter, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
@@ -295,6 +342,11 @@ class BatchedScript:
         self._batcher = batcher
         self._source = source
         self._sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def send_nowait(self, keys: Sequence[str], args: Sequence[Arg]) -> None:
+        """Run it without waiting (``CommandBatcher.send_nowait``), by ``EVAL``: nobody would
+        see a missing script's error, so the source goes along every time."""
+        self._batcher.send_nowait("EVAL", self._source, len(keys), *keys, *args)
 
     async def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         try:

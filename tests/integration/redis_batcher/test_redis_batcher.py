@@ -152,6 +152,21 @@ async def test_aclose_waits_for_the_batch_on_the_wire(
     assert await call == 1  # a connection closed under it would have failed it
 
 
+async def test_commands_not_waited_for_go_out_in_order_and_aclose_waits_for_them(
+    redis_server: RedisServer, client: Redis
+) -> None:
+    batcher = CommandBatcher(redis_server.url, timeout_s=TIMEOUT_S)
+    batcher.send_nowait("SET", "n", "1")
+    batcher.send_nowait("INCR", "text-is-not-a-number-but-nobody-waits")
+    batcher.send_nowait("SET", "text-is-not-a-number-but-nobody-waits", "x")
+    batcher.send_nowait("INCR", "text-is-not-a-number-but-nobody-waits")  # an error reply, dropped
+    assert await batcher.call("INCR", "n") == 2  # after the SET queued before it
+    batcher.send_nowait("INCRBY", "n", 5)
+    await batcher.aclose()  # sent, and answered, before the connection closes
+
+    assert await client.get("n") == b"7"
+
+
 async def test_aclose_sends_what_is_queued_and_leaves_no_connection_open(
     redis_server: RedisServer, client: Redis
 ) -> None:
