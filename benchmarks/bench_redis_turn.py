@@ -1,17 +1,12 @@
-"""A turn's Redis work alone: what the sync plane's two limits, budget reserve and settle cost
-on a real ``redis-server``, against the same steps on the in-memory stores, same run.
+"""A turn's Redis work alone: what the sync plane's admission (two rate limits and the budget
+reservation) and settle cost on a real ``redis-server``, against the same steps on the
+in-memory stores, same run.
 
-Each "turn" here is only those four steps, through the classes the pipeline uses
-(``FailoverRateLimiter`` and ``BudgetGate`` over one ``RedisLink``, ``CommandBatcher``
-underneath), run by 1 and by 16 concurrent tasks on uvloop. The figure is this process's CPU per
-turn (``time.process_time``), so ``redis-server``'s own CPU is not in it; "mean batch" is
-commands per round trip.
-
-One reference row, not how Denis runs: **one script a turn**, the two fixed windows and the
-reservation in a single Lua call (``_ONE_SCRIPT``), with the settle as today
-(``RedisBudgetStore.adjust``) as a second command. It is
-the design that would cut a turn to one awaited round trip, at the price of leaving ``limits``
-(issue 2 asks to wrap it); it is measured so the choice can be made on numbers.
+Each "turn" here is only those steps, through the classes the pipeline uses (``AdmissionGate``
+and ``BudgetGate`` over one ``RedisLink``, ``CommandBatcher`` underneath): one awaited command
+(the admission script) and one not awaited (the settle). Run by 1 and by 16 concurrent tasks on
+uvloop. The figure is this process's CPU per turn (``time.process_time``), so
+``redis-server``'s own CPU is not in it; "mean batch" is commands per write.
 
 Run: ``.venv/bin/python benchmarks/bench_redis_turn.py`` (or ``run_all.py redis_turn``).
 """
@@ -27,14 +22,10 @@ from prometheus_client import CollectorRegistry
 
 from denis.resilience import CircuitBreaker, Deadline, MonotonicClock, Signals
 from denis.resilience.metrics import Metrics
+from denis.sync_plane.admission import AdmissionGate, RateRules
 from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore, RedisBudgetStore
-from denis.sync_plane.constants import BUDGET_KEY_TTL_S, BUDGET_PREFIX
-from denis.sync_plane.limiter import (
-    FailoverRateLimiter,
-    MemoryRateLimiter,
-    RateRule,
-    RedisRateLimiter,
-)
+from denis.sync_plane.limiter import MemoryRateLimiter, RateRule
+from denis.sync_plane.redis_admission import RedisAdmission
 from denis.sync_plane.redis_link import RedisLink
 from harness import RedisServer, md_table, rotated, run_async, started, workspace
 
@@ -44,22 +35,10 @@ CONCURRENCY = (1, 16)
 USER = RateRule.parse("user", "1000000000/minute")
 CLIENT = RateRule.parse("client", "1000000000/minute")
 
-_ONE_SCRIPT = """
-local c = redis.call('INCR', KEYS[1]) if c == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-if c > tonumber(ARGV[1]) then return {1, redis.call('TTL', KEYS[1])} end
-local u = redis.call('INCR', KEYS[2]) if u == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-if u > tonumber(ARGV[3]) then return {2, redis.call('TTL', KEYS[2])} end
-local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-if used + tonumber(ARGV[5]) > tonumber(ARGV[6]) then return {3, used} end
-used = redis.call('INCRBY', KEYS[3], ARGV[5]) redis.call('EXPIRE', KEYS[3], ARGV[7])
-return {0, used}
-"""
-
 Turn = Callable[[Deadline], Awaitable[None]]
 
 MEMORY = "in memory (the fallback stores)"
-REDIS = "Redis, as Denis runs (4 commands, 4 awaited round trips)"
-ONE_SCRIPT = "(reference) Redis, one script a turn + settle"
+REDIS = "Redis, as Denis runs (admission script awaited, settle not)"
 
 
 def _link(url: str) -> RedisLink:
@@ -73,39 +52,25 @@ def _link(url: str) -> RedisLink:
 
 def _steps(link: RedisLink | None) -> Turn:
     clock = MonotonicClock()
-    signals = Signals(Metrics(CollectorRegistry()))
-    limiter = FailoverRateLimiter(
-        MemoryRateLimiter(max_keys=100_000, clock=clock),
-        RedisRateLimiter(link.batcher) if link else None,
-        link,
-    )
     budget = BudgetGate(
         memory=MemoryBudgetStore(max_keys=100_000, clock=clock),
         redis=RedisBudgetStore(link.batcher) if link else None,
         link=link,
         tokens_per_day=10**15,
         reply_reserve_tokens=50,
-        signals=signals,
+        signals=Signals(Metrics(CollectorRegistry())),
+    )
+    admission = AdmissionGate(
+        rules=RateRules(user=USER, client=CLIENT),
+        limiter=MemoryRateLimiter(max_keys=100_000, clock=clock),
+        budget=budget,
+        redis=RedisAdmission(link.batcher) if link else None,
+        link=link,
     )
 
     async def turn(deadline: Deadline) -> None:
-        await limiter.hit(CLIENT, "127.0.0.1", deadline)
-        await limiter.hit(USER, "bench", deadline)
-        reservation = await budget.reserve_counted("bench", 5, deadline)
-        await budget.settle(reservation, 12, deadline)
-
-    return turn
-
-
-def _one_script(link: RedisLink) -> Turn:
-    admit = link.batcher.script(_ONE_SCRIPT)
-    store = RedisBudgetStore(link.batcher)
-    keys = ["bench:rl:client", "bench:rl:user", f"{BUDGET_PREFIX}:bench"]
-    args = [10**9, 60, 10**9, 60, 55, 10**15, BUDGET_KEY_TTL_S]
-
-    async def turn(deadline: Deadline) -> None:
-        await link.attempt(lambda: admit(keys, args), deadline)
-        await link.attempt(lambda: store.adjust("bench", 7), deadline)
+        reservation, _ = await admission.admit("bench", "127.0.0.1", 5, deadline)
+        budget.settle(reservation, 12)
 
     return turn
 
@@ -129,12 +94,8 @@ async def _measure(url: str) -> dict[tuple[str, int], tuple[list[float], float]]
     included): every row's samples and its mean batch (0 in memory)."""
     results: dict[tuple[str, int], tuple[list[float], float]] = {}
     for concurrency in CONCURRENCY:
-        link, reference = _link(url), _link(url)
-        rows = {
-            MEMORY: (_steps(None), None),
-            REDIS: (_steps(link), link.batcher),
-            ONE_SCRIPT: (_one_script(reference), reference.batcher),
-        }
+        link = _link(url)
+        rows = {MEMORY: (_steps(None), None), REDIS: (_steps(link), link.batcher)}
         try:
             for turn, _ in rows.values():
                 await _cpu_per_turn(turn, concurrency, 2_000)  # scripts loaded, pools warm
@@ -144,7 +105,6 @@ async def _measure(url: str) -> dict[tuple[str, int], tuple[list[float], float]]
                     samples[name].append(await _cpu_per_turn(rows[name][0], concurrency, TURNS))
         finally:
             await link.aclose()
-            await reference.aclose()
         for name, (_, batcher) in rows.items():
             mean_batch = batcher.commands / batcher.batches if batcher else 0.0
             results[name, concurrency] = (samples[name], mean_batch)
@@ -161,7 +121,7 @@ def run() -> str:
     rows = []
     for concurrency in CONCURRENCY:
         memory = statistics.median(results[MEMORY, concurrency][0])
-        for name in (MEMORY, REDIS, ONE_SCRIPT):
+        for name in (MEMORY, REDIS):
             samples, mean_batch = results[name, concurrency]
             median = statistics.median(samples)
             rows.append(

@@ -59,30 +59,20 @@ def _skip_injection() -> None:
     InjectionGate.check = lambda _self, _text: passed  # type: ignore[method-assign]
 
 
-def _skip_limits() -> None:
-    from denis.sync_plane.limiter import FailoverRateLimiter, RateVerdict  # noqa: PLC0415
-
-    allowed = RateVerdict(allowed=True, backend="memory")
-
-    async def hit(_self: object, _rule: object, _key: str, _deadline: object) -> RateVerdict:
-        return allowed
-
-    FailoverRateLimiter.hit = hit  # type: ignore[method-assign,assignment]
-
-
-def _skip_budget() -> None:
+def _skip_admission() -> None:
+    """The rate limits and the budget: one step since they are one script on Redis."""
+    from denis.sync_plane.admission import AdmissionGate  # noqa: PLC0415
     from denis.sync_plane.budget import BudgetGate, Reservation  # noqa: PLC0415
 
-    free = Reservation("skipped", 0, "memory")
+    free = Reservation("skipped", 0, "memory"), False
 
-    async def reserve_counted(_self: object, _user: str, _tokens: int, _d: object) -> Reservation:
+    async def admit(
+        _self: object, _user: str, _addr: str, _tokens: int, _d: object
+    ) -> tuple[Reservation, bool]:
         return free
 
-    async def settle(_self: object, _reservation: object, _used: int, _d: object) -> None:
-        return None
-
-    BudgetGate.reserve_counted = reserve_counted  # type: ignore[method-assign,assignment]
-    BudgetGate.settle = settle  # type: ignore[method-assign,assignment]
+    AdmissionGate.admit = admit  # type: ignore[method-assign,assignment]
+    BudgetGate.settle = lambda _self, _reservation, _used: None  # type: ignore[method-assign]
 
 
 def _skip_deadline() -> None:
@@ -114,8 +104,7 @@ SKIPPABLE: dict[str, Callable[[], None]] = {
     "traces": _skip_traces,
     "record": _skip_record,
     "injection": _skip_injection,
-    "limits": _skip_limits,
-    "budget": _skip_budget,
+    "admission": _skip_admission,
     "deadline": _skip_deadline,
     "headers": _skip_headers,
     "feature_cache": _skip_feature_cache,

@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 
 from denis.resilience import MonotonicClock
 from denis.sync_plane.budget import BudgetStore, MemoryBudgetStore, RedisBudgetStore
-from denis.sync_plane.limiter import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from denis.sync_plane.limiter import MemoryRateLimiter, RateLimiter
+from denis.sync_plane.redis_admission import RedisAdmission
 from denis.sync_plane.redis_batch import CommandBatcher
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def rate_limiter(backend: Backend, request: pytest.FixtureRequest) -> RateLimiter:
     if backend == "redis":
         connection: RedisConnection = request.getfixturevalue("redis_connection")
-        return RedisRateLimiter(connection.batcher)
+        return RedisAdmission(connection.batcher)
     return MemoryRateLimiter(max_keys=MAX_KEYS, clock=MonotonicClock())
 
 

@@ -11,14 +11,20 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from denis.api.errors import status_for
-from denis.errors import BudgetExceededError, DependencyUnavailableError, InjectionBlockedError
+from denis.errors import (
+    BudgetExceededError,
+    DependencyUnavailableError,
+    InjectionBlockedError,
+    RateLimitedError,
+)
 from denis.resilience import Deadline, ManualClock, Signal, Signals
 from denis.resilience.metrics import Metrics
+from denis.sync_plane.admission import AdmissionGate, RateRules
 from denis.sync_plane.auth import Principal
-from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore, count_tokens
+from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore, Reservation, count_tokens
 from denis.sync_plane.injection import GateVerdict, InjectionGate, RuleInjectionDetector
 from denis.sync_plane.lang import detect_lang
-from denis.sync_plane.limiter import FailoverRateLimiter, MemoryRateLimiter, RateRule
+from denis.sync_plane.limiter import MemoryRateLimiter, RateRule
 from denis.sync_plane.responder import BasicResponder, Turn
 
 
@@ -114,16 +120,32 @@ def test_keys_and_rules_are_independent(clock: ManualClock) -> None:
     assert not limiter.hit_now(daily, "alice").allowed
 
 
-async def test_async_hit_and_failover_without_redis(clock: ManualClock, deadline: Deadline) -> None:
+async def test_admission_without_redis_checks_client_then_user_on_memory(
+    clock: ManualClock, signals: Signals, deadline: Deadline
+) -> None:
     memory = MemoryRateLimiter(max_keys=100, clock=clock)
     rule = RateRule.parse("user", "1/minute")
     assert (await memory.hit(rule, "a")).allowed
     assert not (await memory.hit(rule, "a")).allowed
-    failover = FailoverRateLimiter(memory)
-    verdict = await failover.hit(rule, "a", deadline)
-    assert not verdict.allowed
-    assert verdict.backend == "memory"
-    assert (await failover.hit(rule, "b", deadline)).allowed
+    admission, _ = make_gates(
+        clock,
+        signals,
+        tokens_per_day=1000,
+        reply_reserve_tokens=0,
+        user="1/minute",
+        client="2/minute",
+    )
+    reservation, degraded = await admission.admit("alice", "10.0.0.1", 3, deadline)
+    assert (reservation.backend, reservation.tokens, degraded) == ("memory", 3, False)
+    with pytest.raises(RateLimitedError) as user_refused:
+        await admission.admit("alice", "10.0.0.1", 3, deadline)  # the user's 1/minute
+    assert "user" in user_refused.value.detail
+    assert user_refused.value.retry_after_s == 60
+    with pytest.raises(RateLimitedError) as client_refused:
+        await admission.admit("bob", "10.0.0.1", 3, deadline)  # the address's 2/minute
+    assert "client" in client_refused.value.detail
+    # Refused by the address first, bob's own window was not counted: from elsewhere he is in.
+    await admission.admit("bob", "10.0.0.2", 3, deadline)
 
 
 def test_memory_stays_bounded_however_many_keys(clock: ManualClock) -> None:
@@ -171,10 +193,17 @@ def test_count_tokens(text: str, tokens: int) -> None:
     assert count_tokens(text) == tokens
 
 
-def make_gate(
-    clock: ManualClock, signals: Signals, *, tokens_per_day: int, reply_reserve_tokens: int
-) -> BudgetGate:
-    return BudgetGate(
+def make_gates(  # noqa: PLR0913 - the two rules and the budget's two numbers, named
+    clock: ManualClock,
+    signals: Signals,
+    *,
+    tokens_per_day: int,
+    reply_reserve_tokens: int,
+    user: str = "1000/minute",
+    client: str = "1000/minute",
+) -> tuple[AdmissionGate, BudgetGate]:
+    """The turn's admission and its budget gate, without Redis."""
+    budget = BudgetGate(
         memory=MemoryBudgetStore(max_keys=100, clock=clock),
         redis=None,
         link=None,
@@ -182,6 +211,20 @@ def make_gate(
         reply_reserve_tokens=reply_reserve_tokens,
         signals=signals,
     )
+    admission = AdmissionGate(
+        rules=RateRules(user=RateRule.parse("user", user), client=RateRule.parse("client", client)),
+        limiter=MemoryRateLimiter(max_keys=100, clock=clock),
+        budget=budget,
+    )
+    return admission, budget
+
+
+async def reserve(
+    admission: AdmissionGate, user: str, text: str, deadline: Deadline
+) -> Reservation:
+    reservation, degraded = await admission.admit(user, "127.0.0.1", count_tokens(text), deadline)
+    assert not degraded  # without Redis configured, memory is the normal mode
+    return reservation
 
 
 FIVE_TOKENS = "a b c d e"
@@ -190,22 +233,24 @@ FIVE_TOKENS = "a b c d e"
 async def test_budget_reserve_until_exceeded_then_settle_frees(
     clock: ManualClock, signals: Signals, metrics: Metrics, deadline: Deadline
 ) -> None:
-    gate = make_gate(clock, signals, tokens_per_day=30, reply_reserve_tokens=10)
-    first = await gate.reserve("alice", FIVE_TOKENS, deadline)
+    admission, budget = make_gates(clock, signals, tokens_per_day=30, reply_reserve_tokens=10)
+    first = await reserve(admission, "alice", FIVE_TOKENS, deadline)
     assert (first.tokens, first.backend) == (15, "memory")
-    second = await gate.reserve("alice", FIVE_TOKENS, deadline)  # exactly at the limit: allowed
+    second = await reserve(
+        admission, "alice", FIVE_TOKENS, deadline
+    )  # exactly at the limit: allowed
     with pytest.raises(BudgetExceededError) as caught:
-        await gate.reserve("alice", FIVE_TOKENS, deadline)
+        await reserve(admission, "alice", FIVE_TOKENS, deadline)
     assert caught.value.code == "budget_exceeded"
     assert status_for(caught.value) == 403
     assert "30" in caught.value.detail
     assert signal_count(metrics.registry, Signal.GATE_BUDGET_EXCEEDED) == 1.0
 
-    await gate.settle(first, 5, deadline)  # the reply was shorter than reserved: 10 back
+    budget.settle(first, 5)  # the reply was shorter than reserved: 10 back
     with pytest.raises(BudgetExceededError):
-        await gate.reserve("alice", FIVE_TOKENS, deadline)  # 20 + 15 > 30
-    await gate.settle(second, 5, deadline)  # now 10 used
-    third = await gate.reserve("alice", FIVE_TOKENS, deadline)  # 25
+        await reserve(admission, "alice", FIVE_TOKENS, deadline)  # 20 + 15 > 30
+    budget.settle(second, 5)  # now 10 used
+    third = await reserve(admission, "alice", FIVE_TOKENS, deadline)  # 25
     assert third.tokens == 15
     assert signal_count(metrics.registry, Signal.GATE_BUDGET_EXCEEDED) == 2.0
 
@@ -213,36 +258,36 @@ async def test_budget_reserve_until_exceeded_then_settle_frees(
 async def test_budget_settle_upwards_and_release(
     clock: ManualClock, signals: Signals, deadline: Deadline
 ) -> None:
-    gate = make_gate(clock, signals, tokens_per_day=40, reply_reserve_tokens=5)
-    reservation = await gate.reserve("bob", FIVE_TOKENS, deadline)  # 10
-    await gate.settle(reservation, 35, deadline)  # a long reply: 35 used
+    admission, budget = make_gates(clock, signals, tokens_per_day=40, reply_reserve_tokens=5)
+    reservation = await reserve(admission, "bob", FIVE_TOKENS, deadline)  # 10
+    budget.settle(reservation, 35)  # a long reply: 35 used
     with pytest.raises(BudgetExceededError):
-        await gate.reserve("bob", FIVE_TOKENS, deadline)  # 35 + 10 > 40
-    refused_turn = await gate.reserve("bob", "", deadline)  # 5: 40, exactly full
-    gate.release(refused_turn)  # the turn was refused later on: its 5 come back
-    again = await gate.reserve("bob", "", deadline)
+        await reserve(admission, "bob", FIVE_TOKENS, deadline)  # 35 + 10 > 40
+    refused_turn = await reserve(admission, "bob", "", deadline)  # 5: 40, exactly full
+    budget.release(refused_turn)  # the turn was refused later on: its 5 come back
+    again = await reserve(admission, "bob", "", deadline)
     assert again.tokens == 5
 
 
 async def test_budget_users_are_independent(
     clock: ManualClock, signals: Signals, deadline: Deadline
 ) -> None:
-    gate = make_gate(clock, signals, tokens_per_day=15, reply_reserve_tokens=10)
-    await gate.reserve("alice", FIVE_TOKENS, deadline)
+    admission, _ = make_gates(clock, signals, tokens_per_day=15, reply_reserve_tokens=10)
+    await reserve(admission, "alice", FIVE_TOKENS, deadline)
     with pytest.raises(BudgetExceededError):
-        await gate.reserve("alice", FIVE_TOKENS, deadline)
-    await gate.reserve("bob", FIVE_TOKENS, deadline)
+        await reserve(admission, "alice", FIVE_TOKENS, deadline)
+    await reserve(admission, "bob", FIVE_TOKENS, deadline)
 
 
 async def test_concurrent_reservations_cannot_overspend(
     clock: ManualClock, signals: Signals, metrics: Metrics, deadline: Deadline
 ) -> None:
-    gate = make_gate(clock, signals, tokens_per_day=100, reply_reserve_tokens=10)
+    admission, _ = make_gates(clock, signals, tokens_per_day=100, reply_reserve_tokens=10)
 
     async def attempt() -> bool:
         await asyncio.sleep(0)  # a yield: every attempt starts before any finishes
         try:
-            await gate.reserve("carol", FIVE_TOKENS, deadline)
+            await reserve(admission, "carol", FIVE_TOKENS, deadline)
         except BudgetExceededError:
             return False
         return True

@@ -1,5 +1,7 @@
 """The turn pipeline: hop check → rate limit → budget gate → injection gate → responder → reply.
 
+The rate limits and the budget reservation are one step, the admission (``AdmissionGate``).
+
 Framework-free: the HTTP route and the WebSocket both call ``ChatPipeline.run``. The whole turn
 runs under the request's deadline; past it the work is cancelled (nothing keeps running) and
 ``DeadlineExceededError`` is raised. Every step that can fail on a dependency degrades instead:
@@ -15,16 +17,16 @@ from typing import NoReturn
 
 import structlog
 
-from denis.errors import DeadlineExceededError, RateLimitedError
+from denis.errors import DeadlineExceededError
 from denis.resilience import CircuitBreaker, Deadline, Signal, Signals, check_hops
+from denis.sync_plane.admission import AdmissionGate
 from denis.sync_plane.auth import Principal
 from denis.sync_plane.budget import BudgetGate, count_tokens
 from denis.sync_plane.injection import InjectionGate
 from denis.sync_plane.lang import Lang, detect_lang
-from denis.sync_plane.limiter import FailoverRateLimiter, RateRule
 from denis.sync_plane.responder import Reply, Responder, Turn
 
-__all__ = ["ChatPipeline", "RateRules", "TurnReply", "TurnRequest"]
+__all__ = ["ChatPipeline", "TurnReply", "TurnRequest"]
 
 _log = structlog.get_logger("denis.sync_plane")
 SYNC_ZONE = "sync"
@@ -60,29 +62,19 @@ class TurnReply:
     tool: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RateRules:
-    user: RateRule
-    client: RateRule
-
-
 class ChatPipeline:
     def __init__(  # noqa: PLR0913 - the pipeline is where the sync plane's parts meet
         self,
         *,
-        limiter: FailoverRateLimiter,
-        rules: RateRules,
+        admission: AdmissionGate,
         budget: BudgetGate,
         injection: InjectionGate,
         responder: Responder,
         responder_breaker: CircuitBreaker,
         responder_timeout_s: float,
         signals: Signals,
-        redis_configured: bool,
     ) -> None:
-        self._redis_configured = redis_configured
-        self._limiter = limiter
-        self._rules = rules
+        self._admission = admission
         self._budget = budget
         self._injection = injection
         self._responder = responder
@@ -103,13 +95,10 @@ class ChatPipeline:
             self._timed_out(deadline)
 
     async def _handle(self, request: TurnRequest, deadline: Deadline) -> TurnReply:
-        degraded = await self._rate_limit(request, deadline)
         text_tokens = count_tokens(request.text)  # counted once: the reservation and the settle
-        reservation = await self._budget.reserve_counted(
-            request.principal.user, text_tokens, deadline
+        reservation, degraded = await self._admission.admit(
+            request.principal.user, request.client_addr, text_tokens, deadline
         )
-        if reservation.backend == "memory" and self._redis_configured:
-            degraded = True
         lang = request.lang or detect_lang(request.text)
         turn = Turn(
             request.text,
@@ -128,7 +117,7 @@ class ChatPipeline:
         used = reply.tokens_used
         if used is None:
             used = text_tokens + count_tokens(reply.text)
-        await self._budget.settle(reservation, used, deadline)
+        self._budget.settle(reservation, used)
         zones = (reply.degraded | {SYNC_ZONE}) if degraded else reply.degraded
         return TurnReply(
             reply=reply.text,
@@ -139,25 +128,6 @@ class ChatPipeline:
             audio_url=reply.audio_url,
             tool=reply.tool,
         )
-
-    async def _rate_limit(self, request: TurnRequest, deadline: Deadline) -> bool:
-        """Hit the client's, then the user's limit; ``True`` if either ran on memory while
-        Redis is configured (the turn is degraded)."""
-        degraded = False
-        for rule, key in (
-            (self._rules.client, request.client_addr),
-            (self._rules.user, request.principal.user),
-        ):
-            verdict = await self._limiter.hit(rule, key, deadline)
-            if verdict.backend == "memory" and self._redis_configured:
-                degraded = True
-            if not verdict.allowed:
-                raise RateLimitedError(
-                    f"too many requests for this {rule.name} (limit {rule.item}); "
-                    f"try again in {int(verdict.retry_after_s)} s",
-                    retry_after_s=verdict.retry_after_s,
-                )
-        return degraded
 
     async def _respond(self, turn: Turn, deadline: Deadline) -> Reply:
         permit = self._breaker.try_acquire()

@@ -8,16 +8,13 @@ from dataclasses import dataclass
 
 from denis.resilience import CircuitBreaker, Clock, HealthBoard, Signals, ZoneStatus
 from denis.settings import SyncSettings
+from denis.sync_plane.admission import AdmissionGate, RateRules
 from denis.sync_plane.auth import TokenStore
 from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore, RedisBudgetStore
 from denis.sync_plane.injection import InjectionDetector, InjectionGate, build_detector
-from denis.sync_plane.limiter import (
-    FailoverRateLimiter,
-    MemoryRateLimiter,
-    RateRule,
-    RedisRateLimiter,
-)
-from denis.sync_plane.pipeline import SYNC_ZONE, ChatPipeline, RateRules
+from denis.sync_plane.limiter import MemoryRateLimiter, RateRule
+from denis.sync_plane.pipeline import SYNC_ZONE, ChatPipeline
+from denis.sync_plane.redis_admission import RedisAdmission
 from denis.sync_plane.redis_link import RedisLink
 from denis.sync_plane.responder import BasicResponder, Responder
 
@@ -54,7 +51,7 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
     detector: InjectionDetector | None = None,
 ) -> AsyncIterator[SyncPlane]:
     link: RedisLink | None = None
-    redis_limiter: RedisRateLimiter | None = None
+    redis_admission: RedisAdmission | None = None
     redis_budget: RedisBudgetStore | None = None
     if settings.redis_url:
         link = RedisLink(
@@ -65,7 +62,7 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
             ),
             signals=signals,
         )
-        redis_limiter = RedisRateLimiter(link.batcher)
+        redis_admission = RedisAdmission(link.batcher)
         redis_budget = RedisBudgetStore(link.batcher)
     else:
         signals.metrics.limiter_backend.set(0)
@@ -75,30 +72,32 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
     if detector is None:
         detector = build_detector(settings.injection_rules, settings.injection_threshold)
     injection = InjectionGate(detector, signals)
-    pipeline = ChatPipeline(
-        limiter=FailoverRateLimiter(
-            MemoryRateLimiter(max_keys=settings.memory_limiter_max_keys, clock=clock),
-            redis_limiter,
-            link,
-        ),
+    budget = BudgetGate(
+        memory=MemoryBudgetStore(max_keys=settings.memory_limiter_max_keys, clock=clock),
+        redis=redis_budget,
+        link=link,
+        tokens_per_day=settings.budget_tokens_per_day,
+        reply_reserve_tokens=settings.budget_reply_reserve_tokens,
+        signals=signals,
+    )
+    admission = AdmissionGate(
         rules=RateRules(
             user=RateRule.parse("user", settings.rate_limit_user),
             client=RateRule.parse("client", settings.rate_limit_client),
         ),
-        budget=BudgetGate(
-            memory=MemoryBudgetStore(max_keys=settings.memory_limiter_max_keys, clock=clock),
-            redis=redis_budget,
-            link=link,
-            tokens_per_day=settings.budget_tokens_per_day,
-            reply_reserve_tokens=settings.budget_reply_reserve_tokens,
-            signals=signals,
-        ),
+        limiter=MemoryRateLimiter(max_keys=settings.memory_limiter_max_keys, clock=clock),
+        budget=budget,
+        redis=redis_admission,
+        link=link,
+    )
+    pipeline = ChatPipeline(
+        admission=admission,
+        budget=budget,
         injection=injection,
         responder=responder or BasicResponder(),
         responder_breaker=responder_breaker,
         responder_timeout_s=settings.responder_timeout_s,
         signals=signals,
-        redis_configured=link is not None,
     )
     plane = SyncPlane(pipeline, TokenStore(settings.data_dir), injection, link, responder_breaker)
     health.add_zone(SYNC_ZONE, plane.status)

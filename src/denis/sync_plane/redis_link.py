@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import structlog
 
-from denis.resilience import CircuitBreaker, Deadline, Signal, Signals
+from denis.resilience import BreakerState, CircuitBreaker, Deadline, Signal, Signals
 from denis.sync_plane.redis_batch import CommandBatcher
 
 __all__ = ["MISSING", "Missing", "RedisLink"]
@@ -53,6 +53,12 @@ class RedisLink:
     @property
     def degraded(self) -> bool:
         return self._degraded
+
+    @property
+    def usable(self) -> bool:
+        """Whether a command whose reply nobody waits for is worth sending: the breaker is
+        closed (open, nothing goes; half-open, only the probe ``attempt`` lets through)."""
+        return self.breaker.state is BreakerState.CLOSED
 
     async def attempt(self, op: Callable[[], Awaitable[T]], deadline: Deadline) -> T | Missing:
         """Run one Redis operation, or give ``MISSING`` at once if Redis is known bad.
