@@ -40,8 +40,8 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
@@ -51,7 +51,15 @@ from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 __all__ = ["Arg", "BatchedScript", "CommandBatcher", "pack"]
 
 Arg = str | bytes | int
-_Waiter = asyncio.Future[Any]
+
+
+class _Waiter(Protocol):
+    """Who gets a command's reply: an ``asyncio.Future`` a caller awaits, or a stand-in for a
+    command nobody waits for (``_Nobody``, ``_Resend``)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
 
 
 class CommandBatcher:
@@ -62,6 +70,8 @@ class CommandBatcher:
         self._waiters: list[_Waiter] = []  # their callers, in the same order
         self._link: _RespLink | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._running_loop: asyncio.AbstractEventLoop | None = None
+        self._scripts: list[str] = []  # sources, loaded on connecting
         self.batches = 0  # written so far; with ``commands``, the mean batch size
         self.commands = 0
 
@@ -72,26 +82,38 @@ class CommandBatcher:
         (``TimeoutError``, ``ConnectionError``, ...); ``TypeError`` for an argument that is not
         ``str``, ``bytes`` or ``int`` (nothing is sent).
         """
-        packed = pack((args,))
-        loop = asyncio.get_running_loop()
-        future: _Waiter = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush)
-        self._queue.append(packed)
-        self._waiters.append(future)
+        return await self.call_packed(pack((args,)))
+
+    async def call_packed(self, packed: bytes) -> Any:
+        """``call`` for one command packed already (``pack``)."""
+        future: asyncio.Future[Any] = self._loop().create_future()
+        self._enqueue(packed, future)
         return await future
 
     def send_nowait(self, *args: Arg) -> None:
         """Queue a command whose reply nobody waits for: it goes out with this round's batch,
         after every command queued before it and before every command queued after it; its
         reply, error or failure is dropped."""
-        packed = pack((args,))
+        self._enqueue(pack((args,)), _NOBODY)
+
+    def _enqueue(self, packed: bytes, waiter: _Waiter) -> None:
         if not self._queue:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop().call_soon(self._flush)
         self._queue.append(packed)
-        self._waiters.append(_NOBODY)
+        self._waiters.append(waiter)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this batcher runs on, found once (each ``get_running_loop`` costs a
+        ``getpid`` system call on Python 3.11); a batcher serves one loop, as its socket does."""
+        loop = self._running_loop
+        if loop is None:
+            loop = self._running_loop = asyncio.get_running_loop()
+        return loop
 
     def script(self, source: str) -> BatchedScript:
+        """A script run on this batcher's connection, loaded on every (re)connect."""
+        if source not in self._scripts:
+            self._scripts.append(source)
         return BatchedScript(self, source)
 
     async def aclose(self) -> None:
@@ -110,7 +132,7 @@ class CommandBatcher:
         link = self._link
         if link is None or link.closed:
             if self._connecting is None:
-                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+                self._connecting = self._loop().create_task(self._connect())
             return  # the connection, once made, writes the queue; failed, fails it
         queue, waiters = self._queue, self._waiters
         self._queue, self._waiters = [], []
@@ -128,9 +150,12 @@ class CommandBatcher:
         try:
             async with asyncio.timeout(self.timeout_s):
                 link = await self._address.open(self.timeout_s)
-                if hello := self._address.hello:
-                    greeted: list[_Waiter] = [link.loop.create_future() for _ in hello]
-                    link.send(pack(hello), greeted)
+                # AUTH and SELECT as the URL says, then every script loaded: a script sent
+                # without waiting (``BatchedScript.send_nowait``) is then never missing.
+                hello = [*self._address.hello, *(("SCRIPT", "LOAD", s) for s in self._scripts)]
+                if hello:
+                    greeted = [link.loop.create_future() for _ in hello]
+                    link.send(pack(hello), list(greeted))
                     for future in greeted:
                         await future  # a refused AUTH or SELECT raises here
         except BaseException as exc:
@@ -138,8 +163,8 @@ class CommandBatcher:
                 link.abort()
             waiters, self._queue, self._waiters = self._waiters, [], []
             failure = exc if isinstance(exc, Exception) else RedisConnectionError("closed")
-            for future in waiters:
-                _fail(future, failure)
+            for waiter in waiters:
+                _fail(waiter, failure)
             if not isinstance(exc, Exception):
                 raise
         else:
@@ -290,19 +315,22 @@ class _Address:
 
 def pack(commands: Sequence[Sequence[Arg]]) -> bytes:
     """Commands in the Redis protocol (RESP arrays of bulk strings), text as UTF-8."""
+    return b"".join(b"*%d\r\n%b" % (len(args), _bulk(args)) for args in commands)
+
+
+def _bulk(args: Iterable[Arg]) -> bytes:
+    """Arguments as RESP bulk strings, one after the other."""
     out: list[bytes] = []
-    for args in commands:
-        out.append(b"*%d\r\n" % len(args))
-        for arg in args:
-            if isinstance(arg, str):
-                data = arg.encode()
-            elif isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, int):
-                data = b"%d" % arg
-            else:  # a float would be cut to an int by "%d"
-                raise TypeError(f"Redis arguments here are str, bytes or int, not {type(arg)}")
-            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    for arg in args:
+        if isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, int):
+            data = b"%d" % arg
+        else:  # a float would be cut to an int by "%d"
+            raise TypeError(f"Redis arguments here are str, bytes or int, not {type(arg)}")
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
 
 
@@ -320,8 +348,14 @@ class _Nobody:
     def done(self) -> bool:
         return True
 
+    def set_result(self, result: Any, /) -> None:  # noqa: ARG002 - dropped
+        return
 
-_NOBODY = cast("_Waiter", _Nobody())
+    def set_exception(self, exception: BaseException, /) -> None:  # noqa: ARG002 - dropped
+        return
+
+
+_NOBODY = _Nobody()
 
 
 def _succeed(future: asyncio.Future[None]) -> None:
@@ -336,20 +370,53 @@ def _fail(future: _Waiter, exc: BaseException) -> None:
 
 class BatchedScript:
     """A Lua script run by ``EVALSHA``; by ``EVAL`` once when Redis does not have it (a
-    restarted or flushed server), which also loads it again."""
+    restarted or flushed server), which also loads it again. The command's first arguments
+    are packed once, here."""
 
     def __init__(self, batcher: CommandBatcher, source: str) -> None:
         self._batcher = batcher
-        self._source = source
-        self._sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-
-    def send_nowait(self, keys: Sequence[str], args: Sequence[Arg]) -> None:
-        """Run it without waiting (``CommandBatcher.send_nowait``), by ``EVAL``: nobody would
-        see a missing script's error, so the source goes along every time."""
-        self._batcher.send_nowait("EVAL", self._source, len(keys), *keys, *args)
+        sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self._by_sha = _bulk(("EVALSHA", sha))
+        self._by_source = _bulk(("EVAL", source))
 
     async def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         try:
-            return await self._batcher.call("EVALSHA", self._sha, len(keys), *keys, *args)
+            return await self._batcher.call_packed(self._packed(self._by_sha, keys, args))
         except NoScriptError:
-            return await self._batcher.call("EVAL", self._source, len(keys), *keys, *args)
+            return await self._batcher.call_packed(self._packed(self._by_source, keys, args))
+
+    def send_nowait(self, keys: Sequence[str], args: Sequence[Arg]) -> None:
+        """Run it without waiting (``CommandBatcher.send_nowait``), in order with the rest.
+        Scripts are loaded on connecting, so Redis has it, unless someone ran ``SCRIPT FLUSH``
+        on the live server: then it is sent again by ``EVAL`` when that error comes back, after
+        the commands queued meanwhile."""
+        resend = _Resend(self, keys, args)
+        self._batcher._enqueue(self._packed(self._by_sha, keys, args), resend)  # noqa: SLF001
+
+    def resend(self, keys: Sequence[str], args: Sequence[Arg]) -> None:
+        self._batcher._enqueue(self._packed(self._by_source, keys, args), _NOBODY)  # noqa: SLF001
+
+    @staticmethod
+    def _packed(head: bytes, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
+        tail = _bulk((len(keys), *keys, *args))
+        return b"*%d\r\n%b%b" % (3 + len(keys) + len(args), head, tail)
+
+
+class _Resend:
+    """The waiter of a script sent with ``send_nowait``: its reply is dropped, and a missing
+    script is sent again by ``EVAL``."""
+
+    __slots__ = ("_args", "_keys", "_script")
+
+    def __init__(self, script: BatchedScript, keys: Sequence[str], args: Sequence[Arg]) -> None:
+        self._script, self._keys, self._args = script, keys, args
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: Any, /) -> None:  # noqa: ARG002 - dropped
+        return
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        if isinstance(exception, NoScriptError):
+            self._script.resend(self._keys, self._args)

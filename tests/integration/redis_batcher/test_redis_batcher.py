@@ -88,6 +88,29 @@ async def test_scripts_survive_a_flushed_script_cache(
     assert await script(["s"], [5]) == 15
 
 
+async def test_a_script_not_waited_for_is_loaded_on_every_connect_and_lands_in_order(
+    batcher: CommandBatcher, redis_server: RedisServer
+) -> None:
+    script = batcher.script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    assert await batcher.call("PING") == b"PONG"
+    redis_server.restart()  # an empty server: no scripts
+    with pytest.raises(RedisConnectionError):
+        await batcher.call("PING")  # the old connection is gone
+    script.send_nowait(["s"], [5])  # on the new connection, whose hello loaded the script
+    assert await batcher.call("GET", "s") == b"5"
+
+
+async def test_a_script_not_waited_for_after_a_live_script_flush_is_sent_again(
+    batcher: CommandBatcher, client: Redis
+) -> None:
+    script = batcher.script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    await script(["s"], [1])
+    await client.script_flush()
+    script.send_nowait(["s"], [2])  # NOSCRIPT: sent again by EVAL once the error is back
+    assert await batcher.call("PING") == b"PONG"
+    assert await batcher.call("GET", "s") == b"3"
+
+
 async def test_a_cancelled_caller_leaves_the_rest_of_its_batch_alone(
     batcher: CommandBatcher,
 ) -> None:
