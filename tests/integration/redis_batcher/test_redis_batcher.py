@@ -246,7 +246,8 @@ async def test_a_wrong_password_is_each_caller_s_clear_error(
             st.one_of(
                 st.text(max_size=40),
                 st.binary(max_size=40),
-                st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                st.integers(),
+                st.floats(allow_nan=False, allow_infinity=False),
             ),
             max_size=6,
         ).map(lambda args: ["EVALSHA", *args]),  # redis-py splits a first argument with spaces
@@ -254,10 +255,10 @@ async def test_a_wrong_password_is_each_caller_s_clear_error(
         max_size=5,
     )
 )
-def test_pack_writes_what_redis_py_writes(commands: list[list[str | bytes | int]]) -> None:
+def test_pack_writes_what_redis_py_writes(commands: list[list[str | bytes | int | float]]) -> None:
     assert pack(commands) == b"".join(Connection().pack_commands(commands))
 
 
-def test_pack_refuses_a_float_rather_than_cut_it() -> None:
+def test_pack_refuses_what_redis_cannot_take() -> None:
     with pytest.raises(TypeError):
-        pack([("INCRBY", "k", 1.5)])  # type: ignore[list-item]
+        pack([("SET", "k", None)])  # type: ignore[list-item]
