@@ -14,7 +14,7 @@ from denis.errors import RateLimitedError
 from denis.resilience import Deadline
 from denis.sync_plane.budget import BudgetGate, Reservation
 from denis.sync_plane.limiter import MemoryRateLimiter, RateRule, RateVerdict
-from denis.sync_plane.redis_admission import RedisAdmission
+from denis.sync_plane.redis_admission import AdmissionReply, RedisAdmission
 from denis.sync_plane.redis_link import MISSING, RedisLink
 
 __all__ = ["AdmissionGate", "RateRules"]
@@ -52,8 +52,9 @@ class AdmissionGate:
         ask = self._budget.ask(user, text_tokens)
         if self._redis is not None and self._link is not None:
             redis = self._redis
-            reply = await self._link.attempt(lambda: redis.admit(checks, ask), deadline)
-            if reply is not MISSING:
+            raw = await self._link.attempt(lambda: redis.send(checks, ask), deadline)
+            if raw is not MISSING:
+                reply = AdmissionReply.read(raw)
                 if reply.refused_by is None:
                     return Reservation(ask.key, ask.tokens, "redis"), False
                 if reply.refused_by < 0:
