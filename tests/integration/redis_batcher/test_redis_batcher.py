@@ -35,15 +35,6 @@ async def batcher(redis_server: RedisServer) -> AsyncIterator[CommandBatcher]:
         await batcher.aclose()
 
 
-@pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
 async def test_concurrent_calls_share_one_round_trip_and_each_gets_its_own_reply(
     batcher: CommandBatcher,
 ) -> None:
@@ -79,12 +70,12 @@ async def test_an_error_reply_reaches_only_its_own_caller(batcher: CommandBatche
 
 
 async def test_scripts_survive_a_flushed_script_cache(
-    batcher: CommandBatcher, client: Redis
+    batcher: CommandBatcher, redis_client: Redis
 ) -> None:
     script = batcher.script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
     assert await script(["s"], [5]) == 5  # not loaded yet: EVAL
     assert await script(["s"], [5]) == 10  # EVALSHA
-    await client.script_flush()
+    await redis_client.script_flush()
     assert await script(["s"], [5]) == 15
 
 
@@ -101,11 +92,11 @@ async def test_a_script_not_waited_for_is_loaded_on_every_connect_and_lands_in_o
 
 
 async def test_a_script_not_waited_for_after_a_live_script_flush_is_sent_again(
-    batcher: CommandBatcher, client: Redis
+    batcher: CommandBatcher, redis_client: Redis
 ) -> None:
     script = batcher.script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
     await script(["s"], [1])
-    await client.script_flush()
+    await redis_client.script_flush()
     script.send_nowait(["s"], [2])  # NOSCRIPT: sent again by EVAL once the error is back
     assert await batcher.call("PING") == b"PONG"
     assert await batcher.call("GET", "s") == b"3"
@@ -176,7 +167,7 @@ async def test_aclose_waits_for_the_batch_on_the_wire(
 
 
 async def test_commands_not_waited_for_go_out_in_order_and_aclose_waits_for_them(
-    redis_server: RedisServer, client: Redis
+    redis_server: RedisServer, redis_client: Redis
 ) -> None:
     batcher = CommandBatcher(redis_server.url, timeout_s=TIMEOUT_S)
     batcher.send_nowait("SET", "n", "1")
@@ -187,11 +178,11 @@ async def test_commands_not_waited_for_go_out_in_order_and_aclose_waits_for_them
     batcher.send_nowait("INCRBY", "n", 5)
     await batcher.aclose()  # sent, and answered, before the connection closes
 
-    assert await client.get("n") == b"7"
+    assert await redis_client.get("n") == b"7"
 
 
 async def test_aclose_sends_what_is_queued_and_leaves_no_connection_open(
-    redis_server: RedisServer, client: Redis
+    redis_server: RedisServer, redis_client: Redis
 ) -> None:
     batcher = CommandBatcher(redis_server.url, timeout_s=TIMEOUT_S)
     call = asyncio.ensure_future(batcher.call("INCR", "q"))
@@ -200,15 +191,15 @@ async def test_aclose_sends_what_is_queued_and_leaves_no_connection_open(
     await asyncio.sleep(0.05)  # the flush that was scheduled runs now, and finds nothing
 
     assert call.result() == 1
-    clients = await client.client_list()
+    clients = await redis_client.client_list()
     assert len(clients) == 1  # only this test's own client
 
 
 async def test_the_url_s_password_user_and_database_are_used(
-    redis_server: RedisServer, client: Redis
+    redis_server: RedisServer, redis_client: Redis
 ) -> None:
-    await client.execute_command("ACL", "SETUSER", "denis", "on", ">s3cret", "~*", "+@all")
-    await client.config_set("requirepass", "hunter2")  # the default user's password
+    await redis_client.execute_command("ACL", "SETUSER", "denis", "on", ">s3cret", "~*", "+@all")
+    await redis_client.config_set("requirepass", "hunter2")  # the default user's password
     port = redis_server.port
     urls = [f"redis://:hunter2@127.0.0.1:{port}/3", f"redis://denis:s3cret@127.0.0.1:{port}/3"]
     for count, url in enumerate(urls, start=1):
@@ -217,15 +208,15 @@ async def test_the_url_s_password_user_and_database_are_used(
             assert await batcher.call("INCR", "in-db-3") == count
         finally:
             await batcher.aclose()
-    assert await client.get("in-db-3") is None  # this client is on database 0
-    await client.execute_command("SELECT", 3)
-    assert await client.get("in-db-3") == b"2"
+    assert await redis_client.get("in-db-3") is None  # this client is on database 0
+    await redis_client.execute_command("SELECT", 3)
+    assert await redis_client.get("in-db-3") == b"2"
 
 
 async def test_a_wrong_password_is_each_caller_s_clear_error(
-    redis_server: RedisServer, client: Redis
+    redis_server: RedisServer, redis_client: Redis
 ) -> None:
-    await client.config_set("requirepass", "hunter2")
+    await redis_client.config_set("requirepass", "hunter2")
     batcher = CommandBatcher(f"redis://:wrong@127.0.0.1:{redis_server.port}/0", timeout_s=5.0)
     try:
         started = time.monotonic()
