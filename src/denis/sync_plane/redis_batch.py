@@ -20,11 +20,13 @@ parsing and the exception classes. Commands are packed by ``hiredis`` too (``pac
 byte for byte against redis-py's packer.
 
 Containment:
-- Every batch has a timer (``timeout_s``) from its write to its last reply; connecting,
-  authenticating and selecting the database have one too. Past it, every command still waiting
-  on the connection fails with ``TimeoutError`` (later batches cannot be answered before an
-  earlier one), and the connection is aborted, never reused half-read; the next call connects
-  again. A lost connection fails every waiting command with ``ConnectionError`` at once.
+- Every batch has a deadline (``timeout_s`` from its write to its last reply), watched by one
+  timer re-armed at the oldest unanswered batch's deadline; connecting, authenticating,
+  selecting the database and loading the scripts have one too. Past it, every command still
+  waiting on the connection fails with ``TimeoutError`` (later batches cannot be answered
+  before an earlier one), and the connection is aborted, never reused half-read; the next call
+  connects again. A lost connection fails every waiting command with ``ConnectionError`` at
+  once.
 - No retries here (the ``RedisLink`` around each operation decides what a failure means).
 - A caller that stops waiting (cancelled) leaves its batch alone: its command was sent, or is
   sent with its batch, and its reply is read and discarded.
@@ -54,8 +56,8 @@ Arg = str | bytes | int | float
 
 
 class _Waiter(Protocol):
-    """Who gets a command's reply: an ``asyncio.Future`` a caller awaits, or a stand-in for a
-    command nobody waits for (``_Nobody``, ``_Resend``)."""
+    """Who gets a command's reply: an ``asyncio.Future`` a caller awaits, a script's caller
+    (``_Retry``), or a stand-in for a command nobody waits for (``_Nobody``, ``_Resend``)."""
 
     def done(self) -> bool: ...
     def set_result(self, result: Any, /) -> None: ...
@@ -111,9 +113,12 @@ class CommandBatcher:
         return loop
 
     def script(self, source: str) -> BatchedScript:
-        """A script run on this batcher's connection, loaded on every (re)connect."""
+        """A script run on this batcher's connection, loaded on every (re)connect (and at once
+        when the connection is up already)."""
         if source not in self._scripts:
             self._scripts.append(source)
+            if self._link is not None and not self._link.closed:
+                self.send_nowait("SCRIPT", "LOAD", source)
         return BatchedScript(self, source)
 
     async def aclose(self) -> None:

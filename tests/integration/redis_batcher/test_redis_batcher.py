@@ -91,6 +91,15 @@ async def test_a_script_not_waited_for_is_loaded_on_every_connect_and_lands_in_o
     assert await batcher.call("GET", "s") == b"5"
 
 
+async def test_a_script_made_while_connected_is_loaded_before_its_first_use(
+    batcher: CommandBatcher,
+) -> None:
+    assert await batcher.call("PING") == b"PONG"  # connected, with no script to load
+    script = batcher.script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    script.send_nowait(["late"], [4])  # in order: the SCRIPT LOAD went out before it
+    assert await batcher.call("GET", "late") == b"4"
+
+
 async def test_a_script_not_waited_for_after_a_live_script_flush_is_sent_again(
     batcher: CommandBatcher, redis_client: Redis
 ) -> None:
