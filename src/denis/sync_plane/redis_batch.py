@@ -56,8 +56,8 @@ Arg = str | bytes | int | float
 
 
 class _Waiter(Protocol):
-    """Who gets a command's reply: an ``asyncio.Future`` a caller awaits, a script's caller
-    (``_Retry``), or a stand-in for a command nobody waits for (``_Nobody``, ``_Resend``)."""
+    """Who gets a command's reply: an ``asyncio.Future`` a caller awaits, a script's waiter
+    (``_ScriptWaiter``), or ``_NOBODY`` for a command nobody waits for."""
 
     def done(self) -> bool: ...
     def set_result(self, result: Any, /) -> None: ...
@@ -378,7 +378,7 @@ class BatchedScript:
         """The future of the script's reply (a plain function, not a coroutine: one frame
         fewer for every turn to suspend and resume through)."""
         future: asyncio.Future[Any] = self._batcher._loop().create_future()  # noqa: SLF001
-        waiter = _Retry(future, self, keys, args)
+        waiter = _ScriptWaiter(future, self, keys, args)
         self._batcher._enqueue(self._packed(self._sha, keys, args), waiter)  # noqa: SLF001
         return future
 
@@ -387,8 +387,8 @@ class BatchedScript:
         Scripts are loaded on connecting, so Redis has it, unless someone ran ``SCRIPT FLUSH``
         on the live server: then it is sent again by ``EVAL`` when that error comes back, after
         the commands queued meanwhile."""
-        resend = _Resend(self, keys, args)
-        self._batcher._enqueue(self._packed(self._sha, keys, args), resend)  # noqa: SLF001
+        waiter = _ScriptWaiter(None, self, keys, args)
+        self._batcher._enqueue(self._packed(self._sha, keys, args), waiter)  # noqa: SLF001
 
     def resend(self, keys: Sequence[str], args: Sequence[Arg], waiter: _Waiter) -> None:
         """By ``EVAL``, for ``waiter``: a missing script's second try."""
@@ -400,35 +400,16 @@ class BatchedScript:
         return _pack_one((*head, len(keys), *keys, *args))
 
 
-class _Resend:
-    """The waiter of a script sent with ``send_nowait``: its reply is dropped, and a missing
-    script is sent again by ``EVAL``."""
-
-    __slots__ = ("_args", "_keys", "_script")
-
-    def __init__(self, script: BatchedScript, keys: Sequence[str], args: Sequence[Arg]) -> None:
-        self._script, self._keys, self._args = script, keys, args
-
-    def done(self) -> bool:
-        return False
-
-    def set_result(self, result: Any, /) -> None:  # noqa: ARG002 - dropped
-        return
-
-    def set_exception(self, exception: BaseException, /) -> None:
-        if isinstance(exception, NoScriptError):
-            self._script.resend(self._keys, self._args, _NOBODY)
-
-
-class _Retry:
-    """The waiter of an awaited script: its caller's future gets the reply, except that a
-    missing script is sent again by ``EVAL`` for the same future (which also loads it)."""
+class _ScriptWaiter:
+    """The waiter of a script: its caller's future gets the reply (no future: the script was
+    sent with ``send_nowait`` and the reply is dropped), except that a missing script is sent
+    again by ``EVAL`` for the same waiting (which also loads it)."""
 
     __slots__ = ("_args", "_future", "_keys", "_script")
 
     def __init__(
         self,
-        future: asyncio.Future[Any],
+        future: asyncio.Future[Any] | None,
         script: BatchedScript,
         keys: Sequence[str],
         args: Sequence[Arg],
@@ -436,13 +417,14 @@ class _Retry:
         self._future, self._script, self._keys, self._args = future, script, keys, args
 
     def done(self) -> bool:
-        return self._future.done()
+        return self._future is not None and self._future.done()
 
     def set_result(self, result: Any, /) -> None:
-        self._future.set_result(result)
+        if self._future is not None:
+            self._future.set_result(result)
 
     def set_exception(self, exception: BaseException, /) -> None:
         if isinstance(exception, NoScriptError):
-            self._script.resend(self._keys, self._args, self._future)
-        else:
+            self._script.resend(self._keys, self._args, self._future or _NOBODY)
+        elif self._future is not None:
             self._future.set_exception(exception)
