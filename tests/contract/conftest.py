@@ -37,13 +37,13 @@ class RedisConnection:
 
 
 @pytest.fixture
-async def redis_connection(redis_server: RedisServer) -> AsyncIterator[RedisConnection]:
-    client = Redis.from_url(redis_server.url)
+async def redis_connection(
+    redis_server: RedisServer, redis_client: Redis
+) -> AsyncIterator[RedisConnection]:
     batcher = CommandBatcher(redis_server.url, timeout_s=1.0)
     try:
-        yield RedisConnection(batcher, client)
+        yield RedisConnection(batcher, redis_client)
     finally:
-        await client.aclose()
         await batcher.aclose()
 
 
