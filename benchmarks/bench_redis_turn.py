@@ -23,9 +23,8 @@ from prometheus_client import CollectorRegistry
 from denis.resilience import CircuitBreaker, Deadline, MonotonicClock, Signals
 from denis.resilience.metrics import Metrics
 from denis.sync_plane.admission import AdmissionGate, RateRules
-from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore, RedisBudgetStore
+from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore
 from denis.sync_plane.limiter import MemoryRateLimiter, RateRule
-from denis.sync_plane.redis_admission import RedisAdmission
 from denis.sync_plane.redis_link import RedisLink
 from harness import RedisServer, md_table, rotated, run_async, started, workspace
 
@@ -54,7 +53,6 @@ def _steps(link: RedisLink | None) -> Turn:
     clock = MonotonicClock()
     budget = BudgetGate(
         memory=MemoryBudgetStore(max_keys=100_000, clock=clock),
-        redis=RedisBudgetStore(link.batcher) if link else None,
         link=link,
         tokens_per_day=10**15,
         reply_reserve_tokens=50,
@@ -64,7 +62,6 @@ def _steps(link: RedisLink | None) -> Turn:
         rules=RateRules(user=USER, client=CLIENT),
         limiter=MemoryRateLimiter(max_keys=100_000, clock=clock),
         budget=budget,
-        redis=RedisAdmission(link.batcher) if link else None,
         link=link,
     )
 

@@ -26,10 +26,10 @@ from denis.resilience import (
 )
 from denis.resilience.metrics import Metrics
 from denis.sync_plane.admission import AdmissionGate, RateRules
-from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore, RedisBudgetStore
+from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore
 from denis.sync_plane.constants import BUDGET_PREFIX
 from denis.sync_plane.limiter import MemoryRateLimiter, RateRule
-from denis.sync_plane.redis_admission import RedisAdmission, rate_key
+from denis.sync_plane.redis_admission import rate_key
 from denis.sync_plane.redis_link import RedisLink
 
 if TYPE_CHECKING:
@@ -69,7 +69,6 @@ def gates(  # noqa: PLR0913 - each test sets the few it cares about
     link = RedisLink(url, timeout_s=1.0, breaker=breaker, signals=signals)
     budget = BudgetGate(
         memory=MemoryBudgetStore(max_keys=1000, clock=clock),
-        redis=RedisBudgetStore(link.batcher),
         link=link,
         tokens_per_day=tokens_per_day,
         reply_reserve_tokens=0,
@@ -80,7 +79,6 @@ def gates(  # noqa: PLR0913 - each test sets the few it cares about
         rules=rules,
         limiter=MemoryRateLimiter(max_keys=1000, clock=clock),
         budget=budget,
-        redis=RedisAdmission(link.batcher),
         link=link,
     )
     return Gates(admission, budget, link, rules, registry)

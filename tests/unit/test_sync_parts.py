@@ -205,7 +205,6 @@ def make_gates(  # noqa: PLR0913 - the two rules and the budget's two numbers, n
     """The turn's admission and its budget gate, without Redis."""
     budget = BudgetGate(
         memory=MemoryBudgetStore(max_keys=100, clock=clock),
-        redis=None,
         link=None,
         tokens_per_day=tokens_per_day,
         reply_reserve_tokens=reply_reserve_tokens,

@@ -33,13 +33,12 @@ class AdmissionGate:
         rules: RateRules,
         limiter: MemoryRateLimiter,
         budget: BudgetGate,
-        redis: RedisAdmission | None = None,
         link: RedisLink | None = None,
     ) -> None:
         self._rules = rules
         self._limiter = limiter
         self._budget = budget
-        self._redis = redis
+        self._redis = RedisAdmission(link.batcher) if link is not None else None
         self._link = link
 
     async def admit(

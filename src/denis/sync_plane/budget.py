@@ -113,18 +113,17 @@ _DAY_S = 86_400  # a UTC day in POSIX time, which has no leap seconds
 
 
 class BudgetGate:
-    def __init__(  # noqa: PLR0913 - the gate's wiring is explicit on purpose
+    def __init__(
         self,
         *,
         memory: MemoryBudgetStore,
-        redis: RedisBudgetStore | None,
         link: RedisLink | None,
         tokens_per_day: int,
         reply_reserve_tokens: int,
         signals: Signals,
     ) -> None:
         self._memory = memory
-        self._redis = redis
+        self._redis = RedisBudgetStore(link.batcher) if link is not None else None
         self._link = link
         self._limit = tokens_per_day
         self._reply_reserve = reply_reserve_tokens

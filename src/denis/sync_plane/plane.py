@@ -10,11 +10,10 @@ from denis.resilience import CircuitBreaker, Clock, HealthBoard, Signals, ZoneSt
 from denis.settings import SyncSettings
 from denis.sync_plane.admission import AdmissionGate, RateRules
 from denis.sync_plane.auth import TokenStore
-from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore, RedisBudgetStore
+from denis.sync_plane.budget import BudgetGate, MemoryBudgetStore
 from denis.sync_plane.injection import InjectionDetector, InjectionGate, build_detector
 from denis.sync_plane.limiter import MemoryRateLimiter, RateRule
 from denis.sync_plane.pipeline import SYNC_ZONE, ChatPipeline
-from denis.sync_plane.redis_admission import RedisAdmission
 from denis.sync_plane.redis_link import RedisLink
 from denis.sync_plane.responder import BasicResponder, Responder
 
@@ -51,8 +50,6 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
     detector: InjectionDetector | None = None,
 ) -> AsyncIterator[SyncPlane]:
     link: RedisLink | None = None
-    redis_admission: RedisAdmission | None = None
-    redis_budget: RedisBudgetStore | None = None
     if settings.redis_url:
         link = RedisLink(
             settings.redis_url,
@@ -62,8 +59,6 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
             ),
             signals=signals,
         )
-        redis_admission = RedisAdmission(link.batcher)
-        redis_budget = RedisBudgetStore(link.batcher)
     else:
         signals.metrics.limiter_backend.set(0)
     responder_breaker = health.add_breaker(
@@ -74,7 +69,6 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
     injection = InjectionGate(detector, signals)
     budget = BudgetGate(
         memory=MemoryBudgetStore(max_keys=settings.memory_limiter_max_keys, clock=clock),
-        redis=redis_budget,
         link=link,
         tokens_per_day=settings.budget_tokens_per_day,
         reply_reserve_tokens=settings.budget_reply_reserve_tokens,
@@ -87,7 +81,6 @@ async def open_sync_plane(  # noqa: PLR0913 - explicit wiring
         ),
         limiter=MemoryRateLimiter(max_keys=settings.memory_limiter_max_keys, clock=clock),
         budget=budget,
-        redis=redis_admission,
         link=link,
     )
     pipeline = ChatPipeline(
